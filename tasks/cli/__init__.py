@@ -1,0 +1,65 @@
+"""`ncbi-retrain`: the product's front door (and the trainer container's entrypoint).
+
+Each command group lives in its own module and imports heavy libraries (NeMo, MLflow, GX, DVC)
+inside the command body, so `--help` and the orchestration env stay fast and NeMo-free.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from tasks import __version__
+from tasks.errors import NcbiRetrainError
+
+app = typer.Typer(
+    name="ncbi-retrain",
+    help="Keep the NCBI-disease classifier and NER tagger fresh: import, version, validate, train, "
+    "evaluate, gate, register and promote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ncbi-retrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Keep the NCBI-disease classifier and NER tagger fresh."""
+
+
+from tasks.cli import data, registry, training, validate  # noqa: E402  (they add commands to `app`)
+
+for _group in (data, validate, training, registry):
+    _group.register(app)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; errors become one sentence on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="ncbi-retrain", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        return 2
+    except NcbiRetrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,66 @@
+"""Infrastructure settings (URIs, remotes, images, names) from the environment or `.env`.
+
+Hyperparameters never live here: they are in the NeMo-style YAML under `tasks/training/`.
+Every field can be set as `NCBI_RETRAIN_<FIELD>`; MLflow also honours `MLFLOW_TRACKING_URI`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ncbi-retrain"
+
+
+class Settings(BaseSettings):
+    """Where things are and which services to talk to; no side effects on construction."""
+
+    model_config = SettingsConfigDict(env_prefix="NCBI_RETRAIN_", env_file=".env", extra="ignore")
+
+    project_dir: Path = Field(default_factory=Path.cwd, description="Root of the git + DVC repository.")
+    data_dir: Path = Field(Path("data"), description="DVC-tracked data directory (relative to project_dir).")
+    shared_data: Path = Field(Path("../shared/data"), description="Staged NCBI release + MeSH 2017.")
+    work_dir: Path = Field(Path("runs"), description="Training outputs, one folder per run.")
+
+    mlflow_tracking_uri: str = Field(
+        "sqlite:///mlruns/mlflow.db",
+        validation_alias=AliasChoices("NCBI_RETRAIN_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking + registry store; a SQLite file by default.",
+    )
+    mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Artifacts for a local store.")
+    classifier_model_name: str = "ncbi-disease-classifier"
+    ner_model_name: str = "ncbi-disease-ner"
+
+    dvc_remote: str = Field("local", description="Name of the default DVC remote.")
+    dvc_remote_url: str = Field(
+        default_factory=lambda: str(_default_cache() / "dvc-remote"),
+        description="URL of the default DVC remote: a local directory outside git, or s3://bucket/path.",
+    )
+
+    launcher: Literal["local", "docker", "kubernetes"] = Field("local", description="How a training job runs.")
+    train_venv: Path = Field(Path(".venv-train"), description="Training env used by the local launcher.")
+    trainer_image: str = Field("localhost/ncbi-retrain-trainer:latest", description="Trainer image.")
+    docker_url: str = Field("unix:///var/run/docker.sock", description="Docker-compatible API socket.")
+    k8s_namespace: str = "default"
+    gpu_pool: str = "gpu"
+    webhook_url: str | None = Field(None, description="Posted a JSON summary when a DAG run fails.")
+
+    def path(self, p: Path) -> Path:
+        """Resolve a settings path against the project directory."""
+        return p if p.is_absolute() else self.project_dir / p
+
+    def registered_name(self, model: str) -> str:
+        """`classifier` / `ner` -> the MLflow registered model name."""
+        return {"classifier": self.classifier_model_name, "ner": self.ner_model_name}[model]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
