@@ -61,7 +61,10 @@ def _source(src: str, name: str | None, tmp: Path) -> tuple[Path, str]:
     name it in messages."""
     if is_url(src):
         url = f"{src.rstrip('/')}/{name}" if name else src
-        dest = tmp / f"{len(list(tmp.iterdir()))}-{name or Path(src).name or 'download'}"
+        dest = (
+            tmp / str(len(list(tmp.iterdir()))) / (name or src.rstrip("/").rsplit("/", 1)[-1] or "download")
+        )
+        dest.parent.mkdir()  # one folder per download keeps the file's own name (messages use it)
         try:
             with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as resp, dest.open("wb") as f:
                 shutil.copyfileobj(resp, f)
@@ -121,8 +124,9 @@ def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool 
         mentions = sum(len(d.mentions) for d in docs[split])
         entities = sum(s.entities for s in sentences[split])
         if mentions != entities:
+            last = sentences[split][-1]
             raise DataError(
-                f"{where_iob[split]}:{sentences[split][-1].line}: {entities} entities, but the PubTator "
+                f"{where_iob[split]}:{last.line + len(last.tokens)}: {entities} entities, but the PubTator "
                 f"{split} file has {mentions} mentions (truncated file, or sources from different releases?)."
             )
 
