@@ -1,9 +1,157 @@
-"""CLI commands: training (placeholder until its issue lands)."""
+"""CLI commands: `train`, `evaluate`, `predict` (training env: NeMo, torch, MLflow are imported inside)."""
 
 from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
 
 import typer
 
 
+class Task(StrEnum):
+    classifier = "classifier"
+    ner = "ner"
+
+
+class Profile(StrEnum):
+    tiny = "tiny"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+_JSON = typer.Option(False, "--json", help="Print one JSON object instead of the human summary.")
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="Keep NeMo's and Lightning's INFO logs.")
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Our progress lines at INFO on stderr; NeMo / Lightning quiet unless --verbose."""
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if not verbose:
+        for name in (
+            "lightning",
+            "lightning.pytorch",
+            "lightning.fabric",
+            "pytorch_lightning",
+            "nemo_logger",
+            "transformers",
+        ):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        try:
+            from nemo.utils import logging as nemo_logging
+
+            nemo_logging.set_verbosity(nemo_logging.WARNING)
+        except ImportError:
+            pass
+
+
+def train(
+    task: Task = typer.Argument(..., help="classifier (3-class abstracts) or ner (disease B/I/O tagger)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Data directory with tc3/ and ner3/ (output of `data import`)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="New (or empty) directory for model.nemo, metrics.json, logs."
+    ),
+    profile: Profile = typer.Option(
+        Profile.cpu, "--profile", help="tiny (tests), cpu (MiniLM-L6), gpu (bf16)."
+    ),
+    overrides: list[str] = typer.Argument(None, help="Dotted config overrides, e.g. model.optim.lr=5e-5."),
+    data_version: str = typer.Option(None, "--data-version", help="Tag value (default: data.dvc md5)."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the run to MLflow (settings' URI)."),
+    as_json: bool = _JSON,
+    verbose: bool = _VERBOSE,
+) -> None:
+    """Fine-tune NeMo's model on DATA's train split, validate on dev, score test, save, log to MLflow.
+
+    Configs are YAML in NeMo's shape (tasks/training/configs), overridden like NeMo's tutorial:
+
+      ncbi-retrain train ner --data data --out runs/ner1 trainer.max_epochs=3 model.optim.lr=1e-4
+
+    OUT receives model.nemo, metrics.json (test split), predictions_test.*, config.yaml, exp/ (TensorBoard).
+    """
+    _setup_logging(verbose)
+    from tasks.training.train import result_line
+    from tasks.training.train import train as run_train
+
+    result = run_train(task.value, data, out, profile.value, overrides or [], data_version, mlflow)
+    if as_json:
+        typer.echo(result_line(result))
+    else:
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+        typer.echo(f"trained {task.value} ({profile.value}) in {result['fit_seconds']}s: {metrics}")
+        typer.echo(f"model: {result['artifacts']['nemo']}  mlflow: {result['model_uri'] or 'off'}")
+
+
+def evaluate(
+    task: Task = typer.Argument(..., help="classifier or ner."),
+    model: str = typer.Option(..., "--model", help="A .nemo path or an MLflow models:/ or runs:/ URI."),
+    data: Path = typer.Option(..., "--data", help="Data directory with tc3/ and ner3/."),
+    out: Path = typer.Option(..., "--out", help="metrics.json to write (docs/architecture.md contract)."),
+    split: str = typer.Option("test", "--split", help="train, dev or test."),
+    data_version: str = typer.Option(
+        None, "--data-version", help="Recorded in metrics.json (default: data.dvc)."
+    ),
+    as_json: bool = _JSON,
+    verbose: bool = _VERBOSE,
+) -> None:
+    """Score a model on a split: classifier accuracy / macro-F1 / per class / confusion matrix; NER strict
+    IOB2 entity P/R/F1 (token-level for reference); per-item outcomes for the gate's bootstrap."""
+    from tasks.errors import UsageError
+
+    if split not in ("train", "dev", "test"):
+        raise UsageError(f"--split {split!r} is not one of train, dev, test")
+    _setup_logging(verbose)
+    from tasks.training.evaluate import GATE_METRIC
+    from tasks.training.evaluate import evaluate as run_evaluate
+
+    doc = run_evaluate(task.value, model, data, out, split, data_version)
+    gate = GATE_METRIC[task.value]
+    if as_json:
+        typer.echo(json.dumps({"metrics_path": str(out), "gate_metric": gate, gate: doc["metrics"][gate]}))
+    else:
+        typer.echo(
+            f"{task.value} {split}: {gate}={doc['metrics'][gate]:.4f} ({len(doc['items'])} items) -> {out}"
+        )
+
+
+def predict(
+    task: Task = typer.Argument(..., help="classifier or ner."),
+    texts: list[str] = typer.Argument(..., help="Texts to classify, or sentences to tag."),
+    model: str = typer.Option(..., "--model", help="A .nemo path or an MLflow models:/ or runs:/ URI."),
+    as_json: bool = _JSON,
+    verbose: bool = _VERBOSE,
+) -> None:
+    """Classify abstracts (class + probabilities) or tag sentences (disease spans)."""
+    _setup_logging(verbose)
+    from tasks.training.predict import load, predict_texts
+
+    rows = predict_texts(load(model, task.value), task.value, texts)
+    if as_json:
+        typer.echo(json.dumps({"predictions": rows}))
+        return
+    for text, row in zip(texts, rows, strict=True):
+        if task is Task.classifier:
+            probs = " ".join(f"{p:.3f}" for p in row["probabilities"])
+            typer.echo(f"{row['label']} {row['name']} [{probs}]\t{text[:80]}")
+        else:
+            typer.echo(f"{json.dumps(row['entities'])}\t{text[:80]}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)

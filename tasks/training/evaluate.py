@@ -1,0 +1,114 @@
+"""Score a model on a split and write the metrics.json contract (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from tasks.training.data import Split, read_split
+
+BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.yaml"
+GATE_METRIC = {"classifier": "macro_f1", "ner": "entity_f1"}
+
+
+def score(model, task: str, split: Split) -> tuple[dict, list[dict], list]:
+    """(metrics, items, predictions) of `model` on `split`; items are in split order."""
+    from tasks.metrics import classifier_metrics, ner_metrics
+    from tasks.training.predict import classify, tag
+
+    if task == "classifier":
+        probs = classify(model, split.texts)
+        pred = [max(range(len(p)), key=p.__getitem__) for p in probs]
+        metrics = classifier_metrics(split.labels, pred)
+        items = [
+            {"id": i, "gold": g, "pred": p} for i, g, p in zip(split.ids, split.labels, pred, strict=True)
+        ]
+        return metrics, items, probs
+    tags = tag(model, split.texts)
+    metrics, items = ner_metrics(split.labels, tags)
+    for it, sid in zip(items, split.ids, strict=True):
+        it["id"] = sid
+    return metrics, items, tags
+
+
+def behaviour(model, task: str, path: Path = BEHAVIOUR) -> list[dict]:
+    """The behavioural sentences of tasks/behaviour.yaml, predicted and judged."""
+    from tasks.training.predict import predict_texts
+
+    cases = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(task) or []
+    if not cases:
+        return []
+    preds = predict_texts(model, task, [c["text"] for c in cases])
+    out = []
+    for case, pred in zip(cases, preds, strict=True):
+        got = pred["label"] if task == "classifier" else pred["entities"]
+        out.append(
+            {
+                "text": case["text"],
+                "expected": case["expected"],
+                "predicted": got,
+                "passed": got == case["expected"],
+            }
+        )
+    return out
+
+
+def metrics_document(
+    task: str,
+    split: str,
+    model_ref: str,
+    data_version: str | None,
+    metrics: dict,
+    items: list[dict],
+    behaviour_rows: list[dict],
+) -> dict:
+    return {
+        "schema": 1,
+        "task": task,
+        "split": split,
+        "data_version": data_version,
+        "model": model_ref,
+        "gate_metric": GATE_METRIC[task],
+        "metrics": metrics,
+        "items": items,
+        "behaviour": behaviour_rows,
+    }
+
+
+def write_json(path: Path, doc: dict) -> Path:
+    """Atomic write (temp file then rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def evaluate(
+    task: str, model_ref: str, data: Path, out: Path, split: str = "test", data_version: str | None = None
+) -> dict:
+    """Restore `model_ref` (.nemo path or MLflow URI), score it on DATA's `split`, write `out`."""
+    from tasks.training.predict import load
+    from tasks.training.versions import resolve_data_version
+
+    split_data = read_split(task, data, split)  # check the data before the slow restore
+    model = load(model_ref, task)
+    metrics, items, _ = score(model, task, split_data)
+    doc = metrics_document(
+        task,
+        split,
+        model_ref,
+        data_version or resolve_data_version(data),
+        metrics,
+        items,
+        behaviour(model, task),
+    )
+    write_json(out, doc)
+    return doc
