@@ -81,11 +81,11 @@ def publish(repo: Path, remote: str | None = None) -> str:
     with _dvc(repo) as dvc:
         name = _remote(dvc, remote)
         try:
-            dvc.add(DATA)
+            dvc.add(str(data))
         except DvcException as exc:
             raise DataError(f"{data}: dvc add failed ({exc}).") from exc
         try:
-            dvc.push(targets=[DVC_FILE], remote=name)
+            dvc.push(targets=[str(repo / DVC_FILE)], remote=name)
         except DvcException as exc:
             raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): push failed ({exc}).") from exc
     version = data_version(repo)
@@ -117,7 +117,7 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
 
         def fetch() -> None:
             try:
-                dvc.fetch(targets=[DVC_FILE], remote=name)
+                dvc.fetch(targets=[str(repo / DVC_FILE)], remote=name)
             except DvcException as exc:
                 raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): fetch failed ({exc}).") from exc
 
@@ -136,7 +136,7 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
         entries = _dir_entries(dvc, version)
         for attempt in range(2):
             try:
-                dvc.checkout(targets=[DVC_FILE], force=True)
+                dvc.checkout(targets=[str(repo / DVC_FILE)], force=True)
             except DvcException as exc:
                 raise DataError(f"{repo / DATA}: dvc checkout failed ({exc}).") from exc
             bad_files = _corrupt_workspace_files(repo, entries)

@@ -1,0 +1,274 @@
+"""DVC versioning on a temporary git + DVC repository: local and S3 (moto on 127.0.0.1) round trips, pull of
+an older revision, a fresh clone, and corrupt cache / remote / workspace copies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.cli import run
+from tasks.errors import DataError
+from tasks.settings import get_settings
+from tasks.versioning import data_version, publish, pull
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def cache_object(root: Path, md5: str) -> Path:
+    """Where DVC 3 keeps the object with this md5, under a cache or remote directory."""
+    return root / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def md5_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def corrupt_keeping_size_and_mtime(path: Path) -> None:
+    """Flip the first byte in place, as bit rot does: DVC's own size/mtime state cannot notice it."""
+    st = path.stat()
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x20
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture
+def remote_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The settings' default remote pointed at a temp directory (outside the repo)."""
+    remote = tmp_path / "remote"
+    monkeypatch.setenv("NCBI_RETRAIN_DVC_REMOTE_URL", str(remote))
+    monkeypatch.delenv("NCBI_RETRAIN_DVC_REMOTE", raising=False)
+    get_settings.cache_clear()
+    yield remote
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, imported_data: Path, remote_dir: Path) -> Path:
+    """A fresh git + DVC repository holding a copy of the imported corpus in data/."""
+    from dvc.repo import Repo
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.org")
+    git(repo, "config", "user.name", "test")
+    git(repo, "config", "commit.gpgsign", "false")
+    (repo / ".gitignore").write_text("/data\n")
+    Repo.init(str(repo)).close()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "init")
+    shutil.copytree(imported_data, repo / "data")
+    return repo
+
+
+def commit_data_dvc(repo: Path, message: str) -> None:
+    git(repo, "add", "data.dvc")
+    git(repo, "commit", "-qm", message)
+
+
+def test_local_round_trip_and_fresh_clone(
+    repo: Path, imported_data: Path, remote_dir: Path, tmp_path: Path
+) -> None:
+    version = publish(repo, None)
+    assert version == data_version(repo) and version.endswith(".dir")
+    # the committed data.dvc on main is exactly the import of the shared release
+    assert version == data_version(ROOT)
+    assert cache_object(remote_dir, version).is_file()
+    assert str(remote_dir) in (repo / ".dvc" / "config.local").read_text()
+    assert str(remote_dir) not in (repo / ".dvc" / "config").read_text()  # machine paths stay out of git
+    commit_data_dvc(repo, "data v1")
+
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert pull(repo) == version
+    assert tree_bytes(repo / "data") == tree_bytes(imported_data)
+
+    clone = tmp_path / "clone"  # data.dvc committed, data/ absent, cache empty, no config.local
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data").exists() and not (clone / ".dvc" / "config.local").exists()
+    assert pull(clone) == version
+    assert tree_bytes(clone / "data") == tree_bytes(imported_data)
+
+
+def test_pull_rev_restores_an_older_version(repo: Path, imported_data: Path, capsys) -> None:
+    v1 = publish(repo, None)
+    commit_data_dvc(repo, "data v1")
+    dev = repo / "data" / "tc3" / "dev.tsv"
+    dev.write_bytes(b"".join(dev.read_bytes().splitlines(keepends=True)[:-1]))  # a changed release
+    v2 = publish(repo, None)
+    commit_data_dvc(repo, "data v2")
+    assert v1 != v2
+
+    assert run(["data", "pull", "--rev", "HEAD~1", "--repo", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"data_version": v1, "rev": "HEAD~1"}
+    assert tree_bytes(repo / "data") == tree_bytes(imported_data)
+    assert data_version(repo) == v1  # data.dvc describes what is in data/
+
+    assert pull(repo, "HEAD") == v2
+    assert dev.read_bytes() == b"".join(
+        (imported_data / "tc3" / "dev.tsv").read_bytes().splitlines(True)[:-1]
+    )
+    assert run(["data", "version", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.strip() == v2
+
+
+def test_corrupt_local_cache_is_detected_and_fetched_again(
+    repo: Path, imported_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish(repo, None)
+    shutil.rmtree(repo / "data")
+    obj = cache_object(repo / ".dvc" / "cache", md5_of(imported_data / "tc3" / "train.tsv"))
+    corrupt_keeping_size_and_mtime(obj)
+    pull(repo)
+    assert tree_bytes(repo / "data") == tree_bytes(imported_data)
+    assert "data/tc3/train.tsv: cache object" in caplog.text and "corrupt" in caplog.text
+    assert md5_of(obj) == obj.parent.name + obj.name  # the cache is healthy again
+
+
+def test_corrupt_remote_is_refused_naming_the_file(
+    repo: Path, imported_data: Path, remote_dir: Path, capsys
+) -> None:
+    publish(repo, None)
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    corrupt_keeping_size_and_mtime(cache_object(remote_dir, md5_of(imported_data / "tc3" / "train.tsv")))
+    assert run(["data", "pull", "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "error: data/tc3/train.tsv: the copy on DVC remote 'local'" in err and "is corrupt" in err
+    assert not (repo / "data" / "tc3" / "train.tsv").exists()  # nothing corrupt was checked out
+
+
+def test_edited_workspace_file_with_old_mtime_is_restored(
+    repo: Path, imported_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish(repo, None)
+    corrupt_keeping_size_and_mtime(repo / "data" / "ner3" / "labels_dev.txt")  # DVC's state still trusts it
+    (repo / "data" / "extra.txt").write_text("not in this version\n")
+    pull(repo)
+    assert tree_bytes(repo / "data") == tree_bytes(imported_data)
+    assert "data/ner3/labels_dev.txt: differs from version" in caplog.text
+
+
+def test_publish_and_pull_refuse_bad_setups(repo: Path, tmp_path: Path, capsys) -> None:
+    assert run(["data", "publish", "--remote", "nowhere", "--repo", str(repo)]) == 2
+    assert "no DVC remote named 'nowhere'" in capsys.readouterr().err
+    assert run(["data", "pull", "--repo", str(repo)]) == 2  # nothing published yet
+    assert "data.dvc: not found" in capsys.readouterr().err
+    assert run(["data", "pull", "--rev", "no-such-rev", "--repo", str(repo)]) == 2
+    assert "no data.dvc at revision 'no-such-rev'" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    (plain / "data").mkdir(parents=True)
+    (plain / "data" / "x").write_text("x")
+    assert run(["data", "publish", "--repo", str(plain)]) == 2
+    assert "not a DVC repository" in capsys.readouterr().err
+    shutil.rmtree(repo / "data")
+    assert run(["data", "publish", "--repo", str(repo)]) == 2
+    assert "missing or empty" in capsys.readouterr().err
+
+
+def test_data_version_reads_yaml_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NCBI_RETRAIN_DATA_VERSION", raising=False)
+    assert data_version(tmp_path) is None
+    monkeypatch.setenv("NCBI_RETRAIN_DATA_VERSION", "abc.dir")  # a container without the repository
+    assert data_version(tmp_path) == "abc.dir"
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123.dir\n  path: data\n")
+    assert data_version(tmp_path) == "0123.dir"
+    (tmp_path / "data.dvc").write_text("outs: []\n")
+    with pytest.raises(DataError, match=r"data\.dvc:1: not a DVC file"):
+        data_version(tmp_path)
+    # the training env has no DVC: reading the version must not import it
+    code = (
+        "import sys, tasks.versioning as v; v.data_version(); assert 'dvc' not in sys.modules, 'dvc imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --- S3, served by moto on 127.0.0.1 ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto S3 server on a free local port, with throwaway credentials in the environment only."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.skip("moto[server] is not installed in this environment")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # readiness, not timing: poll until it answers (or died)
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited {proc.returncode}: {(tmp_path / 'moto.log').read_text()}")
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_s3_round_trip(repo: Path, imported_data: Path, s3_endpoint: str) -> None:
+    import boto3
+    from dvc.repo import Repo
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="ncbi-retrain")
+    with Repo(str(repo)) as dvc:  # as documented: the S3 remote in .dvc/config, the endpoint per machine
+        with dvc.config.edit("repo") as conf:
+            conf["remote"]["s3"] = {"url": "s3://ncbi-retrain/dvc"}
+            conf["core"]["remote"] = "s3"
+        with dvc.config.edit("local") as conf:
+            conf["remote"]["s3"] = {"endpointurl": s3_endpoint}
+    assert "testing" not in (repo / ".dvc" / "config").read_text()
+
+    version = publish(repo, None)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ncbi-retrain")["Contents"]}
+    md5 = version.removesuffix(".dir")
+    assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}.dir" in keys
+    assert len(keys) == 1 + len(tree_bytes(imported_data))
+
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert pull(repo, remote="s3") == version
+    assert tree_bytes(repo / "data") == tree_bytes(imported_data)
