@@ -1,0 +1,141 @@
+"""Airflow for the DAG tests: a throwaway AIRFLOW_HOME on SQLite, set before anything imports airflow.
+
+`airflow_db` resets the metadata DB once per session and creates the `gpu` pool. `project` is a
+throwaway project: a git + DVC repository whose `data/` is a small valid slice of the real corpus,
+published to a local DVC remote, with its own MLflow SQLite store; the DAGs reach it through
+`NCBI_RETRAIN_*` settings exactly as a deployment would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+if "airflow" in sys.modules:  # pragma: no cover (config is read once, at airflow's import)
+    raise RuntimeError("airflow was imported before tests/dags/conftest.py could point it at a test home")
+_HOME = Path(tempfile.mkdtemp(prefix="ncbi-airflow-test-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "NCBI_RETRAIN_RETRY_DELAY_S": "1",  # dag.test waits out retry delays for real
+    }
+)
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Fresh metadata DB (once per session) with the `gpu` pool the training tasks use."""
+    from airflow.models.pool import Pool
+    from airflow.utils import db
+
+    db.resetdb()
+    Pool.create_or_update_pool(
+        "gpu", slots=1, description="training jobs (one GPU here)", include_deferred=False
+    )
+    return _HOME
+
+
+def small_slice(src: Path, dst: Path, per_class: dict[str, int], sentences: dict[str, int]) -> Path:
+    """A valid data dir: the first N abstracts of each class per split and the first M sentences."""
+    (dst / "tc3").mkdir(parents=True)
+    (dst / "ner3").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        rows = (src / "tc3" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        ids_file = src / "tc3" / f"{split}.ids"
+        ids = ids_file.read_text(encoding="utf-8").splitlines() if ids_file.exists() else None
+        taken: dict[str, int] = defaultdict(int)
+        keep = []
+        for i, row in enumerate(rows):
+            label = row.rsplit("\t", 1)[1]
+            if taken[label] < per_class[split]:
+                taken[label] += 1
+                keep.append(i)
+        (dst / "tc3" / f"{split}.tsv").write_text("".join(rows[i] + "\n" for i in keep), encoding="utf-8")
+        if ids is not None:
+            (dst / "tc3" / f"{split}.ids").write_text("".join(ids[i] + "\n" for i in keep), encoding="utf-8")
+        for kind in ("text", "labels"):
+            lines = (src / "ner3" / f"{kind}_{split}.txt").read_text(encoding="utf-8").splitlines()
+            (dst / "ner3" / f"{kind}_{split}.txt").write_text(
+                "".join(line + "\n" for line in lines[: sentences[split]]), encoding="utf-8"
+            )
+    (dst / "MANIFEST.json").write_text(
+        json.dumps({"note": "test slice of the NCBI disease corpus import", "sources": {}}, indent=2) + "\n"
+    )
+    return dst
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airflow_db: Path):
+    """A git + DVC project with a published small data slice, wired through NCBI_RETRAIN_* settings."""
+    from tasks.settings import get_settings
+    from tasks.versioning import publish
+
+    base = tmp_path_factory.mktemp("project")
+    repo = base / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    subprocess.run([str(ROOT / ".venv" / "bin" / "dvc"), "init", "-q"], cwd=repo, check=True)
+    small_slice(
+        imported_data,
+        repo / "data",
+        per_class={"train": 25, "dev": 6, "test": 8},
+        sentences={"train": 160, "dev": 40, "test": 40},
+    )
+    env = {
+        "NCBI_RETRAIN_PROJECT_DIR": str(repo),
+        "NCBI_RETRAIN_DVC_REMOTE_URL": str(base / "dvc-remote"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+        "NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT": str(base / "mlartifacts"),
+        "NCBI_RETRAIN_TRAIN_VENV": str(ROOT / ".venv-train"),
+        "NCBI_RETRAIN_LAUNCHER": "local",
+        # A fixed code version: the shared tree changes under the tests (other commits, +dirty).
+        "NCBI_RETRAIN_GIT_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    version = publish(repo)
+    _git(repo, "add", "data.dvc", ".gitignore", ".dvc")
+    _git(repo, "commit", "-q", "-m", "data v1")
+    yield {"repo": repo, "base": base, "data_version": version}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+    shutil.rmtree(base / "mlartifacts", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
