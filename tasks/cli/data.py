@@ -86,7 +86,12 @@ def publish(
     repo: Path = _REPO,
     as_json: bool = _JSON,
 ) -> None:
-    """`dvc add data` + `dvc push`; prints the data version (md5 in data.dvc). Commit data.dvc afterwards."""
+    """`dvc add data` + `dvc push`; prints the data version (md5 in data.dvc). Commit data.dvc afterwards.
+
+    The remote: the repo's DVC default if configured (e.g. S3 in .dvc/config, credentials from the
+    environment), else Settings.dvc_remote / NCBI_RETRAIN_DVC_REMOTE_URL (a local directory outside git by
+    default, ~/.cache/ncbi-retrain/dvc-remote), written to .dvc/config.local.
+    """
     from tasks.versioning import publish as _publish
 
     version = _publish(_repo(repo), remote)
@@ -106,7 +111,13 @@ def pull(
     repo: Path = _REPO,
     as_json: bool = _JSON,
 ) -> None:
-    """Restore data/ from the DVC remote, every file checked against the md5s of its version."""
+    """Restore data/ from the DVC remote; every file is checked against the md5s of its version.
+
+    With --rev, data.dvc is first set to its content at that git revision (the DVC way: data.dvc then
+    describes what is in data/; `git checkout data.dvc` undoes it). A corrupt local cache object is fetched
+    again; a corrupt copy on the remote is refused naming the file (exit 1). A fresh clone works: the
+    default remote (Settings.dvc_remote_url) is written to .dvc/config.local when no remote is configured.
+    """
     from tasks.versioning import pull as _pull
 
     version = _pull(_repo(repo), rev, remote)
