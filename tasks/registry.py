@@ -241,6 +241,17 @@ def _versions_of_run(client: MlflowClient, name: str, run_id: str) -> list[Any]:
     return sorted(versions, key=lambda v: int(v.version))
 
 
+def _delete_quietly(client: MlflowClient, name: str, version: str) -> None:
+    """Delete a duplicate version; another racing call may have deleted it already."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
 def _has_held(client: MlflowClient, name: str, alias: str, version: str) -> bool:
     tags = client.get_registered_model(name).tags
     return any(e.get("alias") == alias and e.get("to") == version for e in _history_from_tags(tags))
@@ -309,6 +320,10 @@ def register_run(
         created = False
         if existing:
             mine = existing[0]
+            held = {str(v) for v in client.get_registered_model(name).aliases.values()}
+            for dup in existing[1:]:  # left by a racing call that died before cleaning up
+                if str(dup.version) not in held:
+                    _delete_quietly(client, name, str(dup.version))
         else:
             source, model_id = _logged_model_source(client, run)
             try:
@@ -327,7 +342,7 @@ def register_run(
             everyone = _versions_of_run(client, name, run_id)
             mine = everyone[0]
             if str(mine.version) != str(mv.version):
-                client.delete_model_version(name, str(mv.version))
+                _delete_quietly(client, name, str(mv.version))
             else:
                 created = True
         version = str(mine.version)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 # The classifier's behavioural sentences from tasks/behaviour.yaml, all predicted right.
@@ -140,3 +141,26 @@ def log_candidate(
                 name="model", python_model=TinyModel(), artifacts=artifacts, pip_requirements=["mlflow"]
             )
     return run.info.run_id
+
+
+def use_store(uri: str, monkeypatch) -> str:
+    """Point the settings, the registry and the fluent MLflow API at `uri` for one test."""
+    import mlflow
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("NCBI_RETRAIN_MLFLOW_TRACKING_URI", uri)
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+@pytest.fixture(scope="session", name="empty_sqlite_store")
+def empty_sqlite_store_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite database file to copy per test."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
