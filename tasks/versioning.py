@@ -155,7 +155,8 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _dvc(repo: Path) -> Iterator[Repo]:
-    """An open DVC repo whose console output goes to stderr (stdout is reserved for `--json`)."""
+    """An open DVC repo that keeps stdout for `--json`: DVC's INFO hints (its logger writes them to stdout)
+    are silenced, its warnings still reach stderr, and anything it prints goes to stderr."""
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
@@ -163,8 +164,14 @@ def _dvc(repo: Path) -> Iterator[Repo]:
         handle = Repo(str(repo))
     except NotDvcRepoError as exc:
         raise UsageError(f"{repo}: not a DVC repository (run `dvc init` there).") from exc
-    with handle, contextlib.redirect_stdout(sys.stderr):
-        yield handle
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)
+    try:
+        with handle, contextlib.redirect_stdout(sys.stderr):
+            yield handle
+    finally:
+        dvc_log.setLevel(level)
 
 
 def _remote(dvc: Repo, name: str | None) -> str:

@@ -114,7 +114,8 @@ def test_local_round_trip_and_fresh_clone(
 
 
 def test_pull_rev_restores_an_older_version(repo: Path, imported_data: Path, capsys) -> None:
-    v1 = publish(repo, None)
+    assert run(["data", "publish", "--repo", str(repo), "--json"]) == 0
+    v1 = json.loads(capsys.readouterr().out)["data_version"]  # stdout is the JSON object only
     commit_data_dvc(repo, "data v1")
     dev = repo / "data" / "tc3" / "dev.tsv"
     dev.write_bytes(b"".join(dev.read_bytes().splitlines(keepends=True)[:-1]))  # a changed release
