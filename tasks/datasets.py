@@ -16,6 +16,7 @@ The directory is built next to OUT and renamed into place: a refused source leav
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -202,13 +203,26 @@ def _write_atomically(out: Path, files: dict[str, bytes], force: bool) -> None:
         for d in (tmp, *{(tmp / n).parent for n in files}):
             d.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the data dir is shared with readers
         _check_target(out, force)  # again: something may have appeared while we parsed
-        if out.exists():
+        if not out.exists():
+            os.rename(tmp, out)
+        elif _exchange(tmp, out):  # readers see the old or the new directory, never neither
+            shutil.rmtree(tmp)  # now holds the old content
+        else:
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rename(out, old / "data")
+            os.rename(out, old / out.name)
             os.rename(tmp, out)
             shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

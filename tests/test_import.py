@@ -280,7 +280,12 @@ def test_failed_forced_import_leaves_out_untouched(release: Path, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "release"]
 
 
-def test_forced_import_replaces_out(release: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_forced_import_replaces_out(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    if not exchange:  # file systems without RENAME_EXCHANGE
+        monkeypatch.setattr("tasks.datasets._exchange", lambda a, b: False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
