@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DATA = "data"
 DVC_FILE = "data.dvc"
+MISSING = "missing"
 
 
 def data_version(repo: Path | None = None) -> str | None:
@@ -122,17 +123,24 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
                 raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): fetch failed ({exc}).") from exc
 
         fetch()
-        if bad := _corrupt_cache_objects(dvc, version):
-            for relpath, path, _, _ in bad:
+        bad = _corrupt_cache_objects(dvc, version)
+        if corrupt := [b for b in bad if b[2] != MISSING]:
+            for relpath, path, _, _ in corrupt:
                 log.warning("%s: cache object %s is corrupt; fetching it again", f"{DATA}/{relpath}", path)
-                path.unlink(missing_ok=True)
+                path.unlink()
             fetch()
-            if bad := _corrupt_cache_objects(dvc, version):
-                relpath, _, got, want = bad[0]
-                raise DataError(
-                    f"{DATA}/{relpath}: the copy on DVC remote {name!r} ({_url(dvc, name)}) is corrupt: "
-                    f"md5 {got}, expected {want} ({len(bad)} corrupt object(s) in all)."
-                )
+            bad = _corrupt_cache_objects(dvc, version)
+        if missing := [b for b in bad if b[2] == MISSING]:
+            raise UsageError(
+                f"{DATA}/{missing[0][0]}: DVC remote {name!r} ({_url(dvc, name)}) does not hold data "
+                f"version {version} ({len(missing)} object(s) missing); publish it first (`data publish`)."
+            )
+        if bad:
+            relpath, _, got, want = bad[0]
+            raise DataError(
+                f"{DATA}/{relpath}: the copy on DVC remote {name!r} ({_url(dvc, name)}) is corrupt: "
+                f"md5 {got}, expected {want} ({len(bad)} corrupt object(s) in all)."
+            )
         entries = _dir_entries(dvc, version)
         for attempt in range(2):
             try:
@@ -217,11 +225,11 @@ def _corrupt_cache_objects(dvc: Repo, version: str) -> list[tuple[str, Path, str
     listing = Path(dvc.cache.local.oid_to_path(version))
     want = version.removesuffix(".dir")
     if not listing.is_file() or (got := _md5(listing)) != want:
-        return [("(directory listing)", listing, got if listing.is_file() else "missing", want)]
+        return [("", listing, got if listing.is_file() else MISSING, want)]
     bad = []
     for entry in json.loads(listing.read_text(encoding="utf-8")):
         obj = Path(dvc.cache.local.oid_to_path(entry["md5"]))
-        got = _md5(obj) if obj.is_file() else "missing"
+        got = _md5(obj) if obj.is_file() else MISSING
         if got != entry["md5"]:
             bad.append((entry["relpath"], obj, got, entry["md5"]))
     return bad

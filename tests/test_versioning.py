@@ -162,6 +162,14 @@ def test_corrupt_remote_is_refused_naming_the_file(
     assert not (repo / "data" / "tc3" / "train.tsv").exists()  # nothing corrupt was checked out
 
 
+def test_pull_from_a_remote_without_the_version_is_refused(repo: Path, remote_dir: Path, capsys) -> None:
+    publish(repo, None)
+    for path in (repo / "data", repo / ".dvc" / "cache", remote_dir):
+        shutil.rmtree(path)
+    assert run(["data", "pull", "--repo", str(repo)]) == 2
+    assert "does not hold data version" in capsys.readouterr().err
+
+
 def test_edited_workspace_file_with_old_mtime_is_restored(
     repo: Path, imported_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
