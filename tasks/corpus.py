@@ -31,11 +31,12 @@ LABEL_RULE = (
     "other (2)."
 )
 
-_TITLE = re.compile(r"(\d+)\|t\|(.*)")
-_ABSTRACT = re.compile(r"(\d+)\|a\|(.*)")
-_CONCEPT = re.compile(r"D\d+|C\d+|OMIM:\d+")
-_TREE_NUMBER = re.compile(r"[A-Z]\d{2}(\.\d{3})*")
-_DESCRIPTOR = re.compile(r"D\d+")
+_TITLE = re.compile(r"([0-9]+)\|t\|(.*)")
+_ABSTRACT = re.compile(r"([0-9]+)\|a\|(.*)")
+_OFFSET = re.compile(r"[0-9]+")
+_CONCEPT = re.compile(r"D[0-9]+|C[0-9]+|OMIM:[0-9]+")
+_TREE_NUMBER = re.compile(r"[A-Z][0-9]{2}(\.[0-9]{3})*")
+_DESCRIPTOR = re.compile(r"D[0-9]+")
 # The one kind of mention/document difference the official release has (train, PMID 10923035): the mention
 # text carries spaces where the document has quote characters.
 _QUOTES = frozenset("\"'`\u2018\u2019\u201c\u201d")
@@ -168,7 +169,7 @@ def _mention(line: str, n: int, pmid: str, text: str, where: str, name: str, war
     mpmid, start_s, end_s, mtext, category, raw_ids = fields
     if mpmid != pmid:
         raise DataError(f"{where}:{n}: mention PMID {mpmid} inside the block of PMID {pmid}.")
-    if not (start_s.isdigit() and end_s.isdigit()):
+    if not (_OFFSET.fullmatch(start_s) and _OFFSET.fullmatch(end_s)):
         raise DataError(f"{where}:{n}: mention offsets {start_s!r}, {end_s!r} are not integers.")
     start, end = int(start_s), int(end_s)
     if not start < end <= len(text):
