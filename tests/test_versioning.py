@@ -218,16 +218,17 @@ def test_data_version_reads_yaml_only(tmp_path: Path, monkeypatch: pytest.Monkey
 # --- S3, served by moto on 127.0.0.1 ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto S3 server on a free local port, with throwaway credentials in the environment only."""
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on a free 127.0.0.1 port for this module; stopped by its PID."""
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.exists():
         pytest.skip("moto[server] is not installed in this environment")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = (tmp_path / "moto.log").open("wb")
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
@@ -235,17 +236,12 @@ def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     try:
         for _ in range(600):  # readiness, not timing: poll until it answers (or died)
             if proc.poll() is not None:
-                pytest.fail(f"moto_server exited {proc.returncode}: {(tmp_path / 'moto.log').read_text()}")
+                pytest.fail(f"moto_server exited {proc.returncode}: {log_path.read_text()}")
             try:
                 urllib.request.urlopen(url, timeout=1).close()
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            monkeypatch.delenv(key, raising=False)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         yield url
     finally:
         proc.terminate()
@@ -257,22 +253,43 @@ def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
         log.close()
 
 
-def test_s3_round_trip(repo: Path, imported_data: Path, s3_endpoint: str) -> None:
+@pytest.fixture
+def s3_endpoint(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The moto endpoint, with throwaway credentials in the environment only."""
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_url
+
+
+@pytest.mark.parametrize("configured_by", ["dvc-config", "settings"])
+def test_s3_round_trip(
+    repo: Path, imported_data: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, configured_by: str
+) -> None:
     import boto3
     from dvc.repo import Repo
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="ncbi-retrain")
-    with Repo(str(repo)) as dvc:  # as documented: the S3 remote in .dvc/config, the endpoint per machine
-        with dvc.config.edit("repo") as conf:
-            conf["remote"]["s3"] = {"url": "s3://ncbi-retrain/dvc"}
-            conf["core"]["remote"] = "s3"
-        with dvc.config.edit("local") as conf:
-            conf["remote"]["s3"] = {"endpointurl": s3_endpoint}
+    bucket = f"ncbi-retrain-{configured_by}"
+    s3.create_bucket(Bucket=bucket)
+    if configured_by == "dvc-config":  # as documented: the S3 remote in .dvc/config, the endpoint per machine
+        with Repo(str(repo)) as dvc:
+            with dvc.config.edit("repo") as conf:
+                conf["remote"]["s3"] = {"url": f"s3://{bucket}/dvc"}
+                conf["core"]["remote"] = "s3"
+            with dvc.config.edit("local") as conf:
+                conf["remote"]["s3"] = {"endpointurl": s3_endpoint}
+    else:  # no DVC config at all: Settings name the remote, boto's own variable names the endpoint
+        monkeypatch.setenv("NCBI_RETRAIN_DVC_REMOTE", "s3")
+        monkeypatch.setenv("NCBI_RETRAIN_DVC_REMOTE_URL", f"s3://{bucket}/dvc")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+        get_settings.cache_clear()
     assert "testing" not in (repo / ".dvc" / "config").read_text()
 
     version = publish(repo, None)
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ncbi-retrain")["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     md5 = version.removesuffix(".dir")
     assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}.dir" in keys
     assert len(keys) == 1 + len(tree_bytes(imported_data))
