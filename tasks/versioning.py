@@ -9,6 +9,9 @@ S3, with credentials only in the environment or `.dvc/config.local`); otherwise 
     dvc remote modify --local s3 endpointurl https://...     # only for a non-AWS endpoint (MinIO, moto)
     export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # never in .dvc/config
 
+or with no DVC config at all: `NCBI_RETRAIN_DVC_REMOTE=s3 NCBI_RETRAIN_DVC_REMOTE_URL=s3://BUCKET/path`
+(plus `AWS_ENDPOINT_URL` for a non-AWS endpoint). Both are tested against moto on 127.0.0.1.
+
 `data_version()` reads `data.dvc` with PyYAML only (the training env has no DVC); the DVC imports live inside
 the other functions.
 """
