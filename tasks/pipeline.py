@@ -176,8 +176,10 @@ def validate_data(data_dir: str, dag_run_id: str) -> dict[str, Any]:
     report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     summary = report.summary()
     if not report.valid:
+        first = report.failures[0].line_text() if report.failures else "see the report"
         raise DataError(
-            f"{data_dir}: validation failed, nothing is trained ({summary}); report: {report_path}"
+            f"validation failed ({len(report.failures)} failures, first: {first}); nothing is trained; "
+            f"report: {report_path}"
         )
     log.info("validation passed: %s", summary)
     return {"valid": True, "summary": summary, "report": str(report_path)}
@@ -230,7 +232,8 @@ def train(
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = ["train", model, "--data", data_dir, "--out", str(out), "--profile", options.profile, "--json"]
+    argv = ["train", model, "--data", data_dir, "--out", str(out), "--profile", options.profile]
+    argv += ["--data-version", data_version, "--json"]
     job = Job(
         argv=[*argv, *options.overrides()],
         env=_job_env(settings, dag_run_id, data_version),
@@ -268,7 +271,11 @@ def evaluate(model: str, profile: str, data_dir: str, data_version: str, dag_run
     if champion is None:
         return {"champion": None, "champion_version": None, "rescored": False}
     version = str(champion.get("version"))
-    recorded = champion_metrics(model, out / "champion-recorded")
+    try:
+        recorded = champion_metrics(model, out / "champion-recorded")
+    except DataError as exc:  # the champion's run lost its metrics.json: score it again
+        log.warning("%s", exc)
+        recorded = None
     if recorded is not None:
         doc = json.loads(Path(recorded).read_text())
         if doc.get("data_version") == data_version:
@@ -292,6 +299,8 @@ def evaluate(model: str, profile: str, data_dir: str, data_version: str, dag_run
             data_dir,
             "--out",
             str(target),
+            "--data-version",
+            data_version,
         ],
         env=_job_env(settings, dag_run_id, data_version),
         mounts=[settings.project_dir],
@@ -401,9 +410,17 @@ def summarize(
     models = {}
     for model, r in results.items():
         plan, trained, gated, reg, prom = (r.get(k) for k in ("plan", "train", "gate", "register", "promote"))
+        reason = (prom or {}).get("reason")
+        if reason is None and gated:  # promote skipped itself: say why from the gate
+            version = (reg or {}).get("version")
+            reason = (
+                f"v{version} registered as challenger, not promoted: gate failed: {gated['reason']}"
+                if not gated["passed"]
+                else f"v{version} passed the gate, not promoted (promote=never)"
+            )
         models[model] = {
             "trained": bool(trained),
-            "reason": (prom or {}).get("reason") or (plan or {}).get("reason"),
+            "reason": reason or (plan or {}).get("reason"),
             "plan": (plan or {}).get("reason"),
             "run_id": (trained or {}).get("run_id"),
             "metric": (gated or {}).get("metric"),
