@@ -113,7 +113,13 @@ def _client() -> MlflowClient:
 
 def _unreachable(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}"
-    markers = ("Max retries exceeded", "ConnectionError", "Connection refused", "timed out", "API request to")
+    markers = (
+        "Max retries exceeded",
+        "ConnectionError",
+        "Connection refused",
+        "timed out",
+        "Connection aborted",
+    )
     return any(m in text for m in markers) or type(exc).__name__ in ("OperationalError", "ConnectionError")
 
 
