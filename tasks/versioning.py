@@ -103,13 +103,25 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
     With REV, `data.dvc` is first replaced by its content at REV (the DVC way: data.dvc then describes what
     is in data/). Every file is checked against the md5s recorded for the version, in the cache before it is
     checked out and in data/ after: a corrupt local cache object is dropped and fetched again once; a corrupt
-    copy on the remote raises DataError naming the file.
+    copy on the remote raises DataError naming the file. Local edits in data/ are overwritten. On failure
+    data.dvc is put back as it was.
     """
-    from dvc.exceptions import DvcException
-
     repo = Path(repo).resolve()
+    dvc_file = repo / DVC_FILE
+    before = dvc_file.read_bytes() if dvc_file.is_file() else None
     if rev is not None:
         _restore_dvc_file(repo, rev)
+    try:
+        return _pull(repo, remote)
+    except BaseException:
+        if rev is not None and before is not None:
+            _write_atomically(dvc_file, before)
+        raise
+
+
+def _pull(repo: Path, remote: str | None) -> str:
+    from dvc.exceptions import DvcException
+
     dvc_file = repo / DVC_FILE
     if not dvc_file.is_file():
         raise UsageError(
@@ -267,7 +279,12 @@ def _restore_dvc_file(repo: Path, rev: str) -> None:
             f"{repo}: git has no {DVC_FILE} at revision {rev!r} ({exc.stderr.strip()})."
         ) from exc
     _read_dvc_file(text, f"{rev}:{DVC_FILE}")
-    fd, tmp = tempfile.mkstemp(dir=repo, prefix=f".{DVC_FILE}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, repo / DVC_FILE)
+    _write_atomically(repo / DVC_FILE, text.encode("utf-8"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

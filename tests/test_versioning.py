@@ -113,7 +113,9 @@ def test_local_round_trip_and_fresh_clone(
     assert tree_bytes(clone / "data") == tree_bytes(imported_data)
 
 
-def test_pull_rev_restores_an_older_version(repo: Path, imported_data: Path, capsys) -> None:
+def test_pull_rev_restores_an_older_version(
+    repo: Path, imported_data: Path, remote_dir: Path, capsys
+) -> None:
     assert run(["data", "publish", "--repo", str(repo), "--json"]) == 0
     v1 = json.loads(capsys.readouterr().out)["data_version"]  # stdout is the JSON object only
     commit_data_dvc(repo, "data v1")
@@ -134,6 +136,11 @@ def test_pull_rev_restores_an_older_version(repo: Path, imported_data: Path, cap
     )
     assert run(["data", "version", "--repo", str(repo)]) == 0
     assert capsys.readouterr().out.strip() == v2
+
+    shutil.rmtree(remote_dir)  # a failed pull --rev leaves data.dvc as it was
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert run(["data", "pull", "--rev", "HEAD~1", "--repo", str(repo)]) == 2
+    assert data_version(repo) == v2 and not git(repo, "status", "--porcelain")
 
 
 def test_corrupt_local_cache_is_detected_and_fetched_again(
