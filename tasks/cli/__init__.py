@@ -14,6 +14,11 @@ import typer
 from tasks import __version__
 from tasks.errors import NcbiRetrainError
 
+try:  # typer >= 0.2x raises its vendored click's exceptions, which are not click.ClickException
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperClickException = click.ClickException
+
 app = typer.Typer(
     name="ncbi-retrain",
     help="Keep the NCBI-disease classifier and NER tagger fresh: import, version, validate, train, "
@@ -52,7 +57,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         print("error: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
+    except (click.ClickException, _TyperClickException) as exc:  # usage errors: bad option, missing argument
         exc.show()
         return 2
     except NcbiRetrainError as exc:
