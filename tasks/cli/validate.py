@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
         data_dir: Path = typer.Argument(
-            ..., help="Data directory (tc3/, ner3/, MANIFEST.json), as `data import` writes it."
+            ...,
+            metavar="DIR",
+            help="Data directory (tc3/, ner3/, MANIFEST.json), as `data import` writes it.",
         ),
         report: Path | None = typer.Option(
             None,
