@@ -191,7 +191,7 @@ def test_gate_cli_exit_codes_and_json(tmp_path: Path, capsys):
     code = run([*base, "--candidate", str(cand), "--champion", str(champ), "--out", str(tmp_path / "b.json")])
     captured = capsys.readouterr()
     assert code == 4 and json.loads(captured.out)["passed"] is False
-    assert captured.err.startswith("error: gate failed for classifier: Failed ")
+    assert captured.err.startswith(f"error: gate failed for classifier (decision {tmp_path / 'b.json'}")
     assert (tmp_path / "b.json").exists() and (tmp_path / "b.md").exists()
     broken = tmp_path / "broken.json"
     broken.write_text('{"task": "classifier",\n "metrics": }')

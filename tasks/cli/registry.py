@@ -69,7 +69,7 @@ def gate(
     human.append(f"decision: {path} (report {path.with_suffix('.md')})")
     _emit(doc, as_json, "\n".join(human))
     if not decision.passed and not exit_zero:
-        raise GateFailed(f"gate failed for {kind}: {decision.reason}")
+        raise GateFailed(f"gate failed for {kind} (decision {path}, report {path.with_suffix('.md')})")
 
 
 def register_cmd(
