@@ -144,13 +144,24 @@ def log_candidate(
 
 
 def use_store(uri: str, monkeypatch) -> str:
-    """Point the settings, the registry and the fluent MLflow API at `uri` for one test."""
+    """Point the registry and the fluent MLflow API at `uri` for one test; all undone afterwards.
+
+    The registry's settings are patched (not the process-wide `get_settings()` cache) and MLflow's
+    global URIs are restored by monkeypatch, so nothing leaks into other engineers' tests.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
     import mlflow
-    from tasks.settings import get_settings
+    from tasks import registry
+    from tasks.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("NCBI_RETRAIN_MLFLOW_TRACKING_URI", uri)
-    get_settings.cache_clear()
+    settings = Settings()
+    monkeypatch.setattr(registry, "get_settings", lambda: settings)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

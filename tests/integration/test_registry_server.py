@@ -99,6 +99,7 @@ def test_two_processes_racing_on_the_same_run_get_one_version(server):
         assert [v["version"] for v in versions if v["run_id"] == run_id] == list(answers)
         assert sum(created for _, r, _, created in got if r == run_id) <= 1
     assert len(versions) == len(run_ids)
+    assert all(v["gate"] == "none" and v["data_version"] == "d1" and v["git_commit"] for v in versions)
     # The last run's version holds challenger; duplicates (if a race created one) were deleted unaliased.
     latest = max(versions, key=lambda v: int(v["version"]))
     assert latest["aliases"] == ["challenger"]
