@@ -184,7 +184,7 @@ def mlflow_server(
         "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", backend,
         "--artifacts-destination", str(artifacts),
-        "--workers", "2",
+        "--workers", "1",
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
