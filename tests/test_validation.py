@@ -25,11 +25,14 @@ DISEASES = {"train": "colon cancer", "dev": "breast cancer", "test": "lung cance
 
 
 def _sentence(split: str, i: int) -> tuple[str, str]:
-    """A 15-token sentence unique to (split, i), with two entities, and its tags."""
+    """A (15 + i)-token sentence unique to (split, i), with two entities, and its tags (lengths differ, so
+    a shifted labels file breaks the per-line tag count)."""
     a, b = DISEASES[split].split()
     tokens = ["Patients", "of", split, "cohort", str(i), "had", a, b, "and", "epilepsy", "after", "the",
               "trial", str(i * 7), "."]  # fmt: skip
     tags = ["O", "O", "O", "O", "O", "O", "B", "I", "O", "B", "O", "O", "O", "O", "O"]
+    tokens[-1:-1] = ["again"] * i
+    tags += ["O"] * i
     return " ".join(tokens), " ".join(tags)
 
 
@@ -200,7 +203,7 @@ BROKEN = [
     Case("ner3-misaligned", delete_line(LB_DEV, 1), LB_DEV, 1, E_COUNTS, "tags for"),
     Case("ner3-text-long", insert_line(TX_TE, 4, "One more ."), LB_TE, 4, E_NOT_NULL, "line missing"),
     Case("ner3-tag-count", edit_line(LB_TE, 2, lambda s: s + " O"), LB_TE, 2, E_COUNTS,
-         "16 tags for 15 tokens in ner3/text_test.txt:2"),
+         "17 tags for 16 tokens in ner3/text_test.txt:2"),
     Case("ner3-wrong-tag", edit_line(LB_TR, 2, lambda s: s.replace("B", "B-Disease", 1)), LB_TR, 2, E_REGEX,
          "tag 'B-Disease' (token 7)"),
     Case("ner3-lowercase-tag", edit_line(LB_DEV, 3, lambda s: "o" + s[1:]), LB_DEV, 3, E_REGEX,
@@ -231,7 +234,7 @@ def test_valid_dir_passes_with_counts(tmp_path: Path) -> None:
     assert report.valid, report.summary()
     assert report.failures == [] and report.warnings == []
     assert report.counts["tc3"]["train"] == {"rows": 3, "per_class": {"0": 1, "1": 1, "2": 1}}
-    assert report.counts["ner3"]["dev"] == {"sentences": 3, "tokens": 45, "entities": 6}
+    assert report.counts["ner3"]["dev"] == {"sentences": 3, "tokens": 48, "entities": 6}
     summary = report.summary()
     assert "tc3 3 rows (0: 1, 1: 1, 2: 1)" in summary
     assert summary.splitlines()[-1].startswith("valid:")

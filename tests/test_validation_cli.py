@@ -55,7 +55,7 @@ def test_valid_dir_exits_0_with_counts(tmp_path: Path, capsys: pytest.CaptureFix
     rc, out, err = cli(capsys, write_valid_dir(tmp_path / "data"))
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == "train tc3 3 rows (0: 1, 1: 1, 2: 1) | ner3 3 sentences, 45 tokens, 6 entities"
+    assert lines[0] == "train tc3 3 rows (0: 1, 1: 1, 2: 1) | ner3 3 sentences, 48 tokens, 6 entities"
     assert lines[-1].startswith(f"valid: {tmp_path / 'data'} (0 failures, 0 warnings")
 
 
