@@ -437,14 +437,14 @@ def decide(
         idx = rng.integers(0, len(cand_items), size=(policy.resamples, len(cand_items)))
         if model == "classifier":
             gold = np.array([it["gold"] for it in cand_items])
-            if (champ_gold := np.array([it["gold"] for it in champ_items])).tolist() != gold.tolist():
-                bad = next(
-                    str(a["id"])
-                    for a, b in zip(cand_items, champ_items, strict=True)
-                    if a["gold"] != b["gold"]
+            mismatch = next(
+                (a["id"] for a, b in zip(cand_items, champ_items, strict=True) if a["gold"] != b["gold"]),
+                None,
+            )
+            if mismatch is not None:
+                raise DataError(
+                    f"champion metrics: field items[id={mismatch}].gold differs from the candidate's"
                 )
-                raise DataError(f"champion metrics: field items[id={bad}].gold differs from the candidate's")
-            del champ_gold
             pc = np.array([it["pred"] for it in cand_items])
             pp = np.array([it["pred"] for it in champ_items])
             f_c, f_p = _per_class_f1(gold, pc, labels), _per_class_f1(gold, pp, labels)
@@ -457,9 +457,8 @@ def decide(
                 for c, a, b in zip(labels, f_c, f_p, strict=True)
             }
         else:
-            arr = lambda items, k: np.array([it[k] for it in items])  # noqa: E731
-            c3 = [arr(cand_items, k) for k in ("tp", "fp", "fn")]
-            p3 = [arr(champ_items, k) for k in ("tp", "fp", "fn")]
+            c3 = [np.array([it[k] for it in cand_items]) for k in ("tp", "fp", "fn")]
+            p3 = [np.array([it[k] for it in champ_items]) for k in ("tp", "fp", "fn")]
             observed = float(_entity_f1(*(a.sum() for a in c3)) - _entity_f1(*(a.sum() for a in p3)))
             diffs = _entity_f1(*(a[idx].sum(-1) for a in c3)) - _entity_f1(*(a[idx].sum(-1) for a in p3))
         alpha = (1.0 - policy.confidence) / 2

@@ -129,6 +129,12 @@ def test_items_are_paired_by_id_not_by_position():
     partial = dict(champ, items=champ["items"][:-1])
     with pytest.raises(DataError, match="lacks the candidate's item 'pmid299'"):
         decide("classifier", cand, partial, "tiny")
+    relabelled = dict(
+        champ,
+        items=[dict(it, gold=(it["gold"] + 1) % 3) if it["id"] == "pmid7" else it for it in champ["items"]],
+    )
+    with pytest.raises(DataError, match=r"items\[id=pmid7\].gold differs"):
+        decide("classifier", cand, relabelled, "tiny")
 
 
 def test_ner_entity_counts():
