@@ -102,6 +102,7 @@ class _Progress(Callback):
     def on_train_start(self, trainer, pl_module):
         self.t0 = time.monotonic()
         self.total = int(trainer.estimated_stepping_batches)
+        self.every = max(self.every, self.total // 40)  # about 40 progress lines per run
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

@@ -1,7 +1,9 @@
-"""Data version for a data directory: data.dvc's md5 when DATA is the project's data/ dir, else None."""
+"""Data version of a data directory: data.dvc's md5 when DATA is the project's data/ dir (read with PyYAML
+by `tasks.versioning.data_version`), else `NCBI_RETRAIN_DATA_VERSION` (set by the launchers), else None."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -10,12 +12,9 @@ def resolve_data_version(data: Path) -> str | None:
 
     settings = get_settings()
     if Path(data).resolve() != settings.path(settings.data_dir).resolve():
-        return None
+        return os.environ.get("NCBI_RETRAIN_DATA_VERSION") or None
     try:
         from tasks.versioning import data_version
-    except ImportError:  # versioning lands in another issue; no version is better than a wrong one
-        return None
-    try:
-        return data_version(settings.project_dir)
-    except Exception:  # no data.dvc yet, or unreadable: unknown version
-        return None
+    except ImportError:  # a trainer image without the versioning module: unknown, never a wrong version
+        return os.environ.get("NCBI_RETRAIN_DATA_VERSION") or None
+    return data_version(settings.project_dir)

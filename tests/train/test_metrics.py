@@ -1,0 +1,86 @@
+"""Metrics against hand-computed cases: strict IOB2 entities (partial spans, adjacent entities, I after O)
+and classifier macro-F1 / confusion matrix."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.metrics import bootstrap_ci, classifier_metrics, entity_spans, micro_f1, ner_metrics
+
+
+@pytest.mark.parametrize(
+    ("tags", "spans"),
+    [
+        ("O B I O", {(1, 3)}),
+        ("B B I", {(0, 1), (1, 3)}),  # adjacent entities: a B starts a new span
+        ("O I I O", set()),  # I after O: strict IOB2 drops it, never repairs it into an entity
+        ("B O I", {(0, 1)}),
+        ("I B", {(1, 2)}),  # I at the start of the sentence
+        ("O O O", set()),
+    ],
+)
+def test_entity_spans_strict_iob2(tags: str, spans: set) -> None:
+    assert entity_spans(tags.split()) == spans
+
+
+def test_partial_span_is_both_a_false_positive_and_a_false_negative() -> None:
+    gold = [["B", "I", "I", "O"]]
+    pred = [["B", "I", "O", "O"]]  # boundary one token short
+    metrics, items = ner_metrics(gold, pred)
+    assert items == [{"id": "0", "tp": 0, "fp": 1, "fn": 1}]
+    assert metrics["entity_f1"] == 0.0
+    assert metrics["token_accuracy"] == 0.75
+
+
+def test_adjacent_entities_and_i_after_o_hand_computed() -> None:
+    gold = [["B", "B", "I", "O"], ["O", "B", "I", "O"]]
+    # sentence 0: both adjacent entities right; sentence 1: the tagger starts the span with I.
+    pred = [["B", "B", "I", "O"], ["O", "I", "I", "O"]]
+    metrics, items = ner_metrics(gold, pred)
+    assert [(i["tp"], i["fp"], i["fn"]) for i in items] == [(2, 0, 0), (0, 0, 1)]
+    assert metrics["entity_precision"] == 1.0
+    assert metrics["entity_recall"] == pytest.approx(2 / 3)
+    assert metrics["entity_f1"] == pytest.approx(0.8)
+    assert metrics["i_after_o"] == 1
+    assert micro_f1(items) == pytest.approx(metrics["entity_f1"])
+
+
+def test_seqeval_aggregate_equals_per_sentence_counts_on_random_tags() -> None:
+    import random
+
+    rng = random.Random(3)
+    gold = [[rng.choice("BIOOO") for _ in range(12)] for _ in range(50)]
+    pred = [[rng.choice("BIOOO") for _ in range(12)] for _ in range(50)]
+    metrics, items = ner_metrics(gold, pred)
+    assert micro_f1(items) == pytest.approx(metrics["entity_f1"])
+
+
+def test_classifier_metrics_hand_computed() -> None:
+    gold = [0, 0, 1, 1, 2, 2]
+    pred = [0, 1, 1, 1, 2, 0]
+    m = classifier_metrics(gold, pred)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]  # rows gold, columns predicted
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # class 0: P 1/2 R 1/2 F 1/2; class 1: P 2/3 R 1 F 0.8; class 2: P 1 R 1/2 F 2/3
+    assert m["per_class"]["1"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_class_never_predicted_scores_zero_not_an_error() -> None:
+    m = classifier_metrics([0, 1, 2], [0, 0, 0])
+    assert m["per_class"]["2"]["f1"] == 0.0
+
+
+def test_bootstrap_ci_brackets_the_point_estimate_and_is_seeded() -> None:
+    items = [{"id": str(i), "tp": i % 3, "fp": i % 2, "fn": (i + 1) % 2} for i in range(40)]
+    lo, hi = bootstrap_ci("ner", items, n=300, seed=1)
+    assert lo <= micro_f1(items) <= hi
+    assert (lo, hi) == bootstrap_ci("ner", items, n=300, seed=1)
+    cls = [{"id": str(i), "gold": i % 3, "pred": (i * 7) % 3} for i in range(30)]
+    lo, hi = bootstrap_ci("classifier", cls, n=200)
+    assert 0.0 <= lo <= hi <= 1.0
