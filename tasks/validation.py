@@ -12,7 +12,8 @@ Checks, in two layers that report into one `ValidationReport`:
 Rules: tc3 rows are `text<TAB>label` with a non-empty text, no tab in it and a label in {0,1,2}; every
 class in every split; no blank lines; no duplicate text within a split; `tc3/{split}.ids` (when present)
 line-aligned, numeric and unique. ner3 text and labels files have equal line counts, one tag per token,
-tags in {B,I,O}, no I starting a line or following an O, tokens separated by single spaces. No tc3 text,
+tags in {B,I,O} and each of them in every split, no I starting a line or following an O, tokens
+separated by single spaces. No tc3 text,
 PMID or ner3 sentence in two splits (leakage). Two rules are warnings because the official release
 breaks them: ner3 sentences repeated within a split (train repeats 14, e.g. "RESULTS ." and one FMF
 sentence that opens four abstracts; test 3), and ner3 sentences shorter than `NER_LEAK_MIN_TOKENS`
@@ -35,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import UsageError
+from tasks.errors import DataError, UsageError
 from tasks.provenance import sha256_file
 
 SPLITS = ("train", "dev", "test")
@@ -136,6 +137,18 @@ class ValidationReport:
         if self.docs_index:
             out.append(f"data docs: {self.docs_index}")
         return "\n".join(out)
+
+    def error_message(self) -> str:
+        """One sentence for stderr / an exception: the first failure and how many more."""
+        if self.valid:
+            return f"{self.path} is valid."
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        return f"{self.path} is invalid: {self.failures[0].line_text()}{more}"
+
+    def raise_for_failures(self) -> None:
+        """Raise DataError (exit 1) when invalid: what a pipeline step calls to stop the run."""
+        if not self.valid:
+            raise DataError(self.error_message())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -268,6 +281,18 @@ def _ner3_frame(text_lines: list[str], label_lines: list[str]) -> Any:
     return pd.DataFrame(rows, columns=["line", "text_raw", "labels_raw", "text", "labels"])
 
 
+def _tags_frame(frame: Any) -> Any:
+    """Each distinct tag of a labels file and its first line (input of the tag-presence rule)."""
+    import pandas as pd
+
+    first: dict[str, int] = {}
+    for n, tags in zip(frame["line"], frame["labels"], strict=True):
+        if isinstance(tags, str):  # missing and blank lines are NaN here
+            for tag in tags.split(" "):
+                first.setdefault(tag, n)
+    return pd.DataFrame(sorted(first.items()), columns=["tag", "line"])
+
+
 # --- messages -----------------------------------------------------------------------------------------
 
 
@@ -358,6 +383,9 @@ def _aggregate_message(rule: str, result: dict, meta: dict) -> tuple[str, list[s
     if rule == "tc3_classes":
         missing = sorted(str(v) for v in result.get("partial_missing_list") or [])
         return f"class {', '.join(missing)} absent from the split (every split needs 0, 1 and 2)", missing
+    if rule == "ner3_tags_present":
+        missing = sorted(str(v) for v in result.get("partial_missing_list") or [])
+        return f"tag {', '.join(missing)} absent from the split (every split needs B, I and O)", missing
     if rule == "ids_row_count":
         got = result.get("observed_value")
         return (
@@ -520,6 +548,19 @@ def _ner3_suite(split: str, n_text: int, n_labels: int) -> list[Any]:
     ]
 
 
+def _tags_suite(split: str) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnDistinctValuesToContainSet(
+            column="tag",
+            value_set=list(TAGS),
+            meta={"rule": "ner3_tags_present", "file": labels_file(split), "column": "tag"},
+            description="Every tag (B, I, O) occurs in the split.",
+        )
+    ]
+
+
 def _leak_suite(kind: str, column: str) -> list[Any]:
     from tasks.validation_gx import ExpectColumnValuesToBeInOneSplit
 
@@ -667,6 +708,7 @@ def validate_dir(path: Path, docs_dir: Path | None = None) -> ValidationReport:
             frame = _ner3_frame(t_lines, l_lines)
             datasets.append(Dataset(f"ner3_{split}", frame, _ner3_suite(split, len(t_lines), len(l_lines))))
             counts["ner3"][split] = _count_ner3(frame)
+            datasets.append(Dataset(f"ner3_{split}_tags", _tags_frame(frame), _tags_suite(split)))
             ok = frame[frame["text"].notna()]
             leak_rows["ner3_text"] += [
                 (text_file(split), n, split, t) for n, t in zip(ok["line"], ok["text"], strict=True)

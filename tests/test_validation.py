@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import UsageError
+from tasks.errors import DataError, UsageError
 from tasks.validation import NER_LEAK_MIN_TOKENS, validate_dir
 
 SPLITS = ("train", "dev", "test")
@@ -199,6 +199,8 @@ BROKEN = [
     Case("ids-duplicate", edit_line("tc3/train.ids", 3, lambda s: "101"), "tc3/train.ids", 2, E_UNIQUE,
          "PMID 101 repeated"),
     # ner3 rows
+    Case("ner3-missing-tag", raw(LB_TE, lambda b: b.replace(b" I ", b" O ")), LB_TE, None,
+         "expect_column_distinct_values_to_contain_set", "tag I absent from the split"),
     Case("ner3-labels-short", delete_line(LB_TR, 3), LB_TR, 3, E_NOT_NULL, "line missing"),
     Case("ner3-misaligned", delete_line(LB_DEV, 1), LB_DEV, 1, E_COUNTS, "tags for"),
     Case("ner3-text-long", insert_line(TX_TE, 4, "One more ."), LB_TE, 4, E_NOT_NULL, "line missing"),
@@ -418,3 +420,14 @@ def test_real_import_validates(imported_data: Path, tmp_path: Path) -> None:
         "ner3/text_train.txt",
         "ner3/text_test.txt",
     }
+
+
+def test_raise_for_failures_is_a_data_error_naming_the_first_failure(tmp_path: Path) -> None:
+    root = write_valid_dir(tmp_path / "data")
+    validate_dir(root).raise_for_failures()  # valid: no exception
+    edit_line("ner3/labels_dev.txt", 1, lambda s: "I" + s[1:])(root)
+    with pytest.raises(
+        DataError, match=r"is invalid: ner3/labels_dev.txt:1: I at token 1 starts the line"
+    ) as exc:
+        validate_dir(root).raise_for_failures()
+    assert exc.value.exit_code == 1

@@ -58,9 +58,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
             typer.echo(result.summary())
-        if not result.valid:
-            first = result.failures[0].line_text()
-            more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
-            print(f"error: {data_dir} is invalid: {first}{more}", file=sys.stderr)
+        if not result.valid:  # the summary above is the report; stderr gets the one-sentence error
+            print(f"error: {result.error_message()}", file=sys.stderr)
             raise typer.Exit(1)
         return 0
