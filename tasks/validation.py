@@ -13,13 +13,14 @@ Rules: tc3 rows are `text<TAB>label` with a non-empty text, no tab in it and a l
 class in every split; no blank lines; no duplicate text within a split; `tc3/{split}.ids` (when present)
 line-aligned, numeric and unique. ner3 text and labels files have equal line counts, one tag per token,
 tags in {B,I,O} and each of them in every split, no I starting a line or following an O, tokens
-separated by single spaces. No tc3 text,
-PMID or ner3 sentence in two splits (leakage). Two rules are warnings because the official release
-breaks them: ner3 sentences repeated within a split (train repeats 14, e.g. "RESULTS ." and one FMF
-sentence that opens four abstracts; test 3), and ner3 sentences shorter than `NER_LEAK_MIN_TOKENS`
-shared between splits (section heads such as "METHODS .", and one series title shared by PMIDs 777027
-and 932197); a shared sentence of that length or longer is leakage. MANIFEST.json must be a JSON object;
-a data file whose sha256 differs from the one it lists is a warning (edited after import).
+separated by single spaces. No tc3 text, PMID or ner3 sentence in two splits (leakage).
+
+Two rules are warnings because the official release breaks them: ner3 sentences repeated within a
+split (train repeats 14, e.g. "RESULTS ." and an FMF sentence that opens two abstracts; test 3), and
+ner3 sentences shorter than `NER_LEAK_MIN_TOKENS` shared between splits (section heads such as
+"METHODS .", and one series title shared by PMIDs 777027 and 932197); a shared sentence of that length
+or longer is leakage. MANIFEST.json must be a JSON object; a data file whose sha256 differs from the one
+it lists is a warning (edited after import).
 
 The data directory is only read, never written.
 """
