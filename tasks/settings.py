@@ -44,7 +44,9 @@ class Settings(BaseSettings):
         description="URL of the default DVC remote: a local directory outside git, or s3://bucket/path.",
     )
 
-    launcher: Literal["local", "docker", "kubernetes"] = Field("local", description="How a training job runs.")
+    launcher: Literal["local", "docker", "kubernetes"] = Field(
+        "local", description="How a training job runs."
+    )
     train_venv: Path = Field(Path(".venv-train"), description="Training env used by the local launcher.")
     trainer_image: str = Field("localhost/ncbi-retrain-trainer:latest", description="Trainer image.")
     docker_url: str = Field("unix:///var/run/docker.sock", description="Docker-compatible API socket.")

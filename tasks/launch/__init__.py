@@ -73,4 +73,6 @@ def get_launcher(kind: str | None = None) -> Launcher:
         from tasks.launch.kubernetes import KubernetesLauncher
 
         return KubernetesLauncher()
-    raise NcbiRetrainError(f"unknown launcher {kind!r} (NCBI_RETRAIN_LAUNCHER): use local, docker or kubernetes")
+    raise NcbiRetrainError(
+        f"unknown launcher {kind!r} (NCBI_RETRAIN_LAUNCHER): use local, docker or kubernetes"
+    )
