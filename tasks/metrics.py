@@ -1,9 +1,10 @@
 """Classifier and NER metrics, with per-item outcomes for the gates' paired bootstrap.
 
 NER is scored at the entity level, strict IOB2 (seqeval `mode="strict", scheme=IOB2`): a span counts only
-when its boundaries match exactly and it starts with B. A predicted span that begins with an I (I right
-after O, which NeMo's tagger does emit) is NOT repaired into an entity; this is the stricter reading and the
-only one used anywhere in this project (never mixed with seqeval's lenient default). Token-level numbers are
+when its boundaries match exactly and it starts with B. A span that begins with an I (I right after O) is
+not an entity here; this is the only scoring used anywhere in this project (never mixed with seqeval's
+lenient default). NeMo's tagger does emit such I's: the decoder (`tasks.training.predict.tag`) turns them
+into B before anything is scored or returned, so what is scored is what users get. Token-level numbers are
 reported for reference only; they are never a gate metric (NeMo's own report is token-level and counts O).
 
 Pure Python plus seqeval (training env).

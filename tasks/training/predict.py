@@ -65,9 +65,21 @@ def classify(model, texts: Sequence[str], batch_size: int = 32) -> list[list[flo
     return probs
 
 
-def tag(model, sentences: Sequence[str], batch_size: int = 64, max_seq_length: int = 512) -> list[list[str]]:
-    """One B/I/O tag per whitespace token. Sentences longer than `max_seq_length` subword tokens keep
-    their last tokens (NeMo's truncation); the dropped leading words are tagged O."""
+def repair_iob2(tags: Sequence[str]) -> list[str]:
+    """Valid IOB2 from a tagger's argmax: an I that starts a run (after O, or first) becomes B.
+
+    NeMo's tagger has no transition constraints and emits such I's (129-297 on test in the baseline).
+    Scoring stays strict IOB2 everywhere; this is the decoder's choice of output, made once, here.
+    """
+    return ["B" if t == "I" and (i == 0 or tags[i - 1] == "O") else t for i, t in enumerate(tags)]
+
+
+def tag(
+    model, sentences: Sequence[str], batch_size: int = 64, max_seq_length: int = 512, repair: bool = True
+) -> list[list[str]]:
+    """One B/I/O tag per whitespace token (valid IOB2 unless `repair=False`). Sentences longer than
+    `max_seq_length` subword tokens keep their last tokens (NeMo's truncation); the dropped leading
+    words are tagged O."""
     import torch
     from nemo.collections.nlp.data.token_classification.token_classification_dataset import get_features
 
@@ -89,7 +101,8 @@ def tag(model, sentences: Sequence[str], batch_size: int = 64, max_seq_length: i
             for row, i, query in zip(range(len(idx)), idx, queries, strict=True):
                 words = query.split()
                 tags = [ids_to_labels[p] for p, m in zip(preds[row], subtokens_mask[row], strict=True) if m]
-                out[i] = ["O"] * (len(words) - len(tags)) + tags
+                tags = ["O"] * (len(words) - len(tags)) + tags
+                out[i] = repair_iob2(tags) if repair else tags
     return out
 
 

@@ -84,3 +84,15 @@ def test_bootstrap_ci_brackets_the_point_estimate_and_is_seeded() -> None:
     cls = [{"id": str(i), "gold": i % 3, "pred": (i * 7) % 3} for i in range(30)]
     lo, hi = bootstrap_ci("classifier", cls, n=200)
     assert 0.0 <= lo <= hi <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "repaired"),
+    [("O I I O", "O B I O"), ("I O", "B O"), ("B I O I", "B I O B"), ("B B I", "B B I"), ("O O", "O O")],
+)
+def test_decoder_emits_valid_iob2(raw: str, repaired: str) -> None:
+    from tasks.training.predict import repair_iob2
+
+    assert repair_iob2(raw.split()) == repaired.split()
+    # Strict scoring keeps every span of the raw output and gains the ones it would have dropped.
+    assert entity_spans(raw.split()) <= entity_spans(repaired.split())
