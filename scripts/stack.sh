@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# `make up` / `make down`: the real stack on this machine, without containers, everything on 127.0.0.1.
+#   PostgreSQL cluster in .stack/pg (databases airflow, mlflow, mlflow_auth; password auth)
+#   MLflow tracking + registry server on it, authentication on (--app-name basic-auth)
+#   Airflow api-server, scheduler, dag-processor, triggerer (LocalExecutor, PARALLELISM=4,
+#   --skip-serve-logs: no log server on 0.0.0.0)
+# PIDs in .stack/*.pid (down stops each by its PID, with its process group), logs in .stack/logs/.
+# Secrets: from the environment when set (NCBI_STACK_PG_PASSWORD, MLFLOW_AUTH_ADMIN_PASSWORD,
+# NCBI_STACK_AIRFLOW_PASSWORD), otherwise generated once into .stack/secrets.env (mode 600, untracked).
+# Ports: NCBI_STACK_PG_PORT (5433), NCBI_STACK_MLFLOW_PORT (5000), NCBI_STACK_AIRFLOW_PORT (8080).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STACK=$ROOT/.stack
+BIN=$ROOT/.venv/bin
+PG_PORT=${NCBI_STACK_PG_PORT:-5433}
+MLFLOW_PORT=${NCBI_STACK_MLFLOW_PORT:-5000}
+AIRFLOW_PORT=${NCBI_STACK_AIRFLOW_PORT:-8080}
+PG_BIN=${PG_BINDIR:-$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)")}
+COMPONENTS=(mlflow airflow-api-server airflow-scheduler airflow-dag-processor airflow-triggerer)
+
+as_pg() { if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi; }
+log() { printf 'stack: %s\n' "$*"; }
+
+secrets() {
+  umask 077
+  if [[ ! -f $STACK/secrets.env ]]; then
+    gen() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+    {
+      echo "NCBI_STACK_PG_PASSWORD=${NCBI_STACK_PG_PASSWORD:-$(gen)}"
+      echo "MLFLOW_AUTH_ADMIN_PASSWORD=${MLFLOW_AUTH_ADMIN_PASSWORD:-$(gen)}"
+      echo "NCBI_STACK_AIRFLOW_PASSWORD=${NCBI_STACK_AIRFLOW_PASSWORD:-$(gen)}"
+      echo "NCBI_STACK_JWT_SECRET=$(gen)"
+      echo "NCBI_STACK_API_SECRET_KEY=$(gen)"
+      echo "MLFLOW_FLASK_SERVER_SECRET_KEY=$(gen)"
+    } >"$STACK/secrets.env"
+    [[ $(grep -c '=.\+' "$STACK/secrets.env") == 6 ]] || { rm -f "$STACK/secrets.env"; log "could not generate secrets"; exit 1; }
+  fi
+  set -a
+  # shellcheck disable=SC1091
+  source "$STACK/secrets.env"
+  set +a
+  umask 022
+}
+
+environment() {  # what every component (and the training jobs they start) sees
+  local pg="postgres:$NCBI_STACK_PG_PASSWORD@127.0.0.1:$PG_PORT"
+  export PGPASSWORD=$NCBI_STACK_PG_PASSWORD
+  export MLFLOW_AUTH_DATABASE_URI="postgresql://$pg/mlflow_auth"
+  export MLFLOW_AUTH_ADMIN_USERNAME=admin MLFLOW_AUTH_CONFIG_PATH=$STACK/mlflow/basic_auth.ini
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+  export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+  export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD
+  export MLFLOW_HTTP_REQUEST_MAX_RETRIES=3 MLFLOW_HTTP_REQUEST_TIMEOUT=30
+  export AIRFLOW_HOME=$STACK/airflow
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$pg/airflow"
+  export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__PARALLELISM=4
+  export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$AIRFLOW_PORT/execution/
+  export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
+  export AIRFLOW__API_AUTH__JWT_SECRET=$NCBI_STACK_JWT_SECRET AIRFLOW__API__SECRET_KEY=$NCBI_STACK_API_SECRET_KEY
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$STACK/airflow/passwords.json
+  export NCBI_RETRAIN_PROJECT_DIR=$ROOT NCBI_RETRAIN_TRAIN_VENV=$ROOT/.venv-train
+  export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+}
+
+running() { [[ -f $STACK/$1.pid ]] && kill -0 "$(cat "$STACK/$1.pid")" 2>/dev/null; }
+
+start() {  # start NAME CMD...: own session (so `down` can stop its workers too), log and PID in .stack
+  local name=$1; shift
+  if running "$name"; then log "$name already running (pid $(cat "$STACK/$name.pid"))"; return; fi
+  setsid "$@" >"$STACK/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STACK/$name.pid"
+  log "$name started (pid $!, log .stack/logs/$name.log)"
+}
+
+wait_http() {  # wait_http NAME URL: until it answers, or fail with the log tail
+  for _ in $(seq 1 240); do
+    if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
+    running "$1" || { log "$1 exited:"; tail -20 "$STACK/logs/$1.log" >&2; return 1; }
+    sleep 0.5
+  done
+  log "$1 did not answer at $2 within 120 s:"; tail -20 "$STACK/logs/$1.log" >&2; return 1
+}
+
+postgres_up() {
+  [[ -x $PG_BIN/initdb ]] || { log "PostgreSQL server binaries not found (set PG_BINDIR)"; exit 1; }
+  if [[ ! -f $STACK/pg/PG_VERSION ]]; then
+    mkdir -p "$STACK/pg" "$STACK/pg-run"
+    local pw=$STACK/pg-run/pwfile
+    printf '%s\n' "$NCBI_STACK_PG_PASSWORD" >"$pw"
+    ((EUID == 0)) && chown -R postgres:postgres "$STACK/pg" "$STACK/pg-run"
+    as_pg "$PG_BIN/initdb" -D "$STACK/pg" -U postgres -A scram-sha-256 --pwfile="$pw" --no-sync >"$STACK/logs/initdb.log"
+    rm -f "$pw"
+  fi
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$STACK/pg" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$STACK/pg" -l "$STACK/pg-run/server.log" -w start \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$STACK/pg-run" >/dev/null
+    log "postgres started on 127.0.0.1:$PG_PORT (data .stack/pg)"
+  fi
+  for db in airflow mlflow mlflow_auth; do
+    "$PG_BIN/psql" -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" \
+      | grep -q 1 || "$PG_BIN/createdb" -w -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
+  done
+}
+
+up() {
+  mkdir -p "$STACK/logs" "$STACK/mlflow/artifacts" "$STACK/airflow"
+  secrets
+  environment
+  postgres_up
+  sed "s|\${MLFLOW_AUTH_DATABASE_URI}|$MLFLOW_AUTH_DATABASE_URI|" mlflow/basic_auth.ini >"$STACK/mlflow/basic_auth.ini"
+  chmod 600 "$STACK/mlflow/basic_auth.ini"
+  start mlflow "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    --backend-store-uri "postgresql://postgres:$NCBI_STACK_PG_PASSWORD@127.0.0.1:$PG_PORT/mlflow" \
+    --artifacts-destination "$STACK/mlflow/artifacts" --workers 2
+  (umask 077; printf '{"admin": "%s"}\n' "$NCBI_STACK_AIRFLOW_PASSWORD" >"$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+  "$BIN/airflow" db migrate >"$STACK/logs/airflow-db-migrate.log" 2>&1 \
+    || { tail -20 "$STACK/logs/airflow-db-migrate.log" >&2; exit 1; }
+  "$BIN/airflow" pools set "${NCBI_RETRAIN_GPU_POOL:-gpu}" 1 "training jobs (one accelerator here)" >/dev/null
+  start airflow-api-server "$BIN/airflow" api-server -H 127.0.0.1 -p "$AIRFLOW_PORT"
+  start airflow-scheduler "$BIN/airflow" scheduler --skip-serve-logs
+  start airflow-dag-processor "$BIN/airflow" dag-processor
+  start airflow-triggerer "$BIN/airflow" triggerer --skip-serve-logs
+  wait_http mlflow "http://127.0.0.1:$MLFLOW_PORT/health"
+  wait_http airflow-api-server "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health"
+  cat <<EOF
+stack: up
+  Airflow  http://127.0.0.1:$AIRFLOW_PORT   user admin, password NCBI_STACK_AIRFLOW_PASSWORD in .stack/secrets.env
+  MLflow   http://127.0.0.1:$MLFLOW_PORT   user admin, password MLFLOW_AUTH_ADMIN_PASSWORD in .stack/secrets.env
+  Postgres 127.0.0.1:$PG_PORT    user postgres, password NCBI_STACK_PG_PASSWORD in .stack/secrets.env
+  Trigger: curl -X POST http://127.0.0.1:$AIRFLOW_PORT/auth/token -H 'Content-Type: application/json' \\
+             -d '{"username": "admin", "password": "..."}'   then POST /api/v2/dags/ncbi_retrain/dagRuns
+  Stop:    make down
+EOF
+}
+
+stop_pid() {  # stop_pid NAME: TERM its process group, wait, then KILL what is left
+  local name=$1 pid
+  [[ -f $STACK/$name.pid ]] || return 0
+  pid=$(cat "$STACK/$name.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    log "$name stopped (pid $pid)"
+  fi
+  rm -f "$STACK/$name.pid"
+}
+
+down() {
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_pid "${COMPONENTS[i]}"; done
+  if [[ -f $STACK/pg/PG_VERSION ]] && as_pg "$PG_BIN/pg_ctl" -D "$STACK/pg" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$STACK/pg" -m fast -w stop >/dev/null
+    log "postgres stopped"
+  fi
+  log "down (data kept in .stack/; remove it for a fresh stack)"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: scripts/stack.sh up|down" >&2; exit 2 ;;
+esac
