@@ -93,3 +93,34 @@ def test_real_training_env_runs_the_cli(tmp_path):
         pytest.skip("training env not built")
     result = LocalLauncher(train_venv=venv, cwd=ROOT).run(Job(argv=["--version"], timeout_s=120))
     assert result.stdout.startswith("ncbi-retrain ")
+
+
+def test_job_dies_with_a_killed_task_process(tmp_path):
+    """SIGKILL of the Airflow task process (no chance to clean up) still ends the training job."""
+    import signal
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "job.pid"
+    venv = fake_venv(tmp_path, f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300\n")
+    code = (
+        "from pathlib import Path; from tasks.launch import Job; "
+        "from tasks.launch.local import LocalLauncher; "
+        f"LocalLauncher(train_venv=Path({str(venv)!r}), cwd=Path({str(tmp_path)!r})).run(Job(argv=['train']))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        for _ in range(300):
+            if pidfile.exists():
+                break
+            time.sleep(0.1)
+        job = int(pidfile.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):
+                os.kill(job, 0)
+                time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -66,6 +66,7 @@ class LocalLauncher:
             text=True,
             errors="replace",
             start_new_session=True,  # own process group: killpg reaches NeMo's workers too
+            preexec_fn=_die_with_parent,
         )
         stdout: list[str] = []
         tail: deque[str] = deque(maxlen=self.tail_lines)
@@ -112,6 +113,14 @@ class LocalLauncher:
             raise JobFailed(f"{job.name} {how}; last log lines: {' | '.join(last[-10:])}")
         log.info("%s: finished", job.name)
         return JobResult(exit_code=code, stdout="\n".join(stdout), log_tail=last)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the launching task process dies without cleaning up (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

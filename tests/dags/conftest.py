@@ -8,17 +8,15 @@ published to a local DVC remote, with its own MLflow SQLite store; the DAGs reac
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from dag_helpers import commit_data, make_project
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -52,45 +50,6 @@ def airflow_db() -> Path:
     return _HOME
 
 
-def small_slice(src: Path, dst: Path, per_class: dict[str, int], sentences: dict[str, int]) -> Path:
-    """A valid data dir: the first N abstracts of each class per split and the first M sentences."""
-    (dst / "tc3").mkdir(parents=True)
-    (dst / "ner3").mkdir(parents=True)
-    for split in ("train", "dev", "test"):
-        rows = (src / "tc3" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-        ids_file = src / "tc3" / f"{split}.ids"
-        ids = ids_file.read_text(encoding="utf-8").splitlines() if ids_file.exists() else None
-        taken: dict[str, int] = defaultdict(int)
-        keep = []
-        for i, row in enumerate(rows):
-            label = row.rsplit("\t", 1)[1]
-            if taken[label] < per_class[split]:
-                taken[label] += 1
-                keep.append(i)
-        (dst / "tc3" / f"{split}.tsv").write_text("".join(rows[i] + "\n" for i in keep), encoding="utf-8")
-        if ids is not None:
-            (dst / "tc3" / f"{split}.ids").write_text("".join(ids[i] + "\n" for i in keep), encoding="utf-8")
-        for kind in ("text", "labels"):
-            lines = (src / "ner3" / f"{kind}_{split}.txt").read_text(encoding="utf-8").splitlines()
-            (dst / "ner3" / f"{kind}_{split}.txt").write_text(
-                "".join(line + "\n" for line in lines[: sentences[split]]), encoding="utf-8"
-            )
-    (dst / "MANIFEST.json").write_text(
-        json.dumps({"note": "test slice of the NCBI disease corpus import", "sources": {}}, indent=2) + "\n"
-    )
-    return dst
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
 @pytest.fixture(scope="session")
 def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airflow_db: Path):
     """A git + DVC project with a published small data slice, wired through NCBI_RETRAIN_* settings."""
@@ -99,15 +58,7 @@ def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airfl
 
     base = tmp_path_factory.mktemp("project")
     repo = base / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    subprocess.run([str(ROOT / ".venv" / "bin" / "dvc"), "init", "-q"], cwd=repo, check=True)
-    small_slice(
-        imported_data,
-        repo / "data",
-        per_class={"train": 25, "dev": 6, "test": 8},
-        sentences={"train": 160, "dev": 40, "test": 40},
-    )
+    make_project(imported_data, repo)
     env = {
         "NCBI_RETRAIN_PROJECT_DIR": str(repo),
         "NCBI_RETRAIN_DVC_REMOTE_URL": str(base / "dvc-remote"),
@@ -122,8 +73,7 @@ def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airfl
     os.environ.update(env)
     get_settings.cache_clear()
     version = publish(repo)
-    _git(repo, "add", "data.dvc", ".gitignore", ".dvc")
-    _git(repo, "commit", "-q", "-m", "data v1")
+    commit_data(repo, "data v1")
     yield {"repo": repo, "base": base, "data_version": version}
     for k, v in saved.items():
         if v is None:
