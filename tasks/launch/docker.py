@@ -1,0 +1,227 @@
+"""Docker launcher: run `ncbi-retrain <argv>` in the trainer image through a Docker-compatible API.
+
+Works against Docker Engine and against podman's API service (`scripts/podman.sh start`, which CI and
+this machine use). The image's entrypoint is `ncbi-retrain`, so `job.argv` is the container's command.
+
+- `job.mounts` are bind-mounted at the same path, so paths in argv, env and the `--json` line mean the
+  same thing on both sides (the MLflow SQLite store and artifact root included).
+- The container runs as the caller's uid:gid (the Airflow worker's), so what it writes under the
+  mounts belongs to the caller; the image's HOME is writable by any uid.
+- `job.gpus > 0` asks for that many GPUs (`DeviceRequest`, i.e. `--gpus N`: the NVIDIA toolkit).
+- The run is tagged with the image's ID (`NCBI_RETRAIN_IMAGE`) and the code version
+  (`NCBI_RETRAIN_GIT_COMMIT`, containers have no .git) unless the job sets them.
+- Every exit path removes the container: success, non-zero exit, OOM kill, timeout, a cancelled task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ServiceError
+from tasks.launch import Job, JobFailed, JobResult
+
+log = logging.getLogger(__name__)
+
+_STOP_GRACE_S = 10  # SIGTERM first so Lightning can close its loggers; then the engine SIGKILLs
+_API_TIMEOUT_S = 120  # one API call (create, start); not the job, which has its own timeout
+
+
+class DockerLauncher:
+    """Runs jobs as containers of `Settings.trainer_image` on `Settings.docker_url`.
+
+    Args:
+        image: image reference (default `Settings.trainer_image`).
+        url: Docker API URL, e.g. `unix:///var/run/docker.sock` (default `Settings.docker_url`).
+        user: `uid:gid` to run as (default: this process's); "" runs as the image's own user.
+        mem_limit: container memory limit, e.g. "8g" (default: none).
+        network_mode: e.g. "none" when the job needs no network (default: the engine's default network).
+        entrypoint: overrides the image's `ncbi-retrain` entrypoint (diagnostics and tests).
+        tail_lines: how many log lines to keep for error messages.
+    """
+
+    def __init__(
+        self,
+        image: str | None = None,
+        url: str | None = None,
+        *,
+        user: str | None = None,
+        mem_limit: str | int | None = None,
+        network_mode: str | None = None,
+        entrypoint: list[str] | None = None,
+        tail_lines: int = 30,
+    ) -> None:
+        from tasks.settings import get_settings
+
+        settings = get_settings()
+        self.image = image or settings.trainer_image
+        self.url = url or settings.docker_url
+        self.user = f"{os.getuid()}:{os.getgid()}" if user is None else user
+        self.mem_limit = mem_limit
+        self.network_mode = network_mode
+        self.entrypoint = entrypoint
+        self.tail_lines = tail_lines
+
+    # -------------------------------------------------------------------------------- pieces
+    def client(self) -> Any:
+        """A docker-py client for `self.url`; ServiceError when the engine does not answer."""
+        import docker
+
+        try:
+            client = docker.DockerClient(base_url=self.url, timeout=_API_TIMEOUT_S)
+            client.ping()
+        except Exception as exc:  # docker-py raises DockerException, requests' errors, or OSError
+            raise ServiceError(
+                f"container engine not reachable at {self.url} (NCBI_RETRAIN_DOCKER_URL): {exc}"
+            ) from exc
+        return client
+
+    def image_id(self, client: Any) -> str:
+        """The local image's ID; JobFailed naming the image when the engine does not have it."""
+        import docker.errors
+
+        try:
+            return client.images.get(self.image).id
+        except docker.errors.ImageNotFound:
+            raise JobFailed(
+                f"trainer image {self.image!r} not found on {self.url} (NCBI_RETRAIN_TRAINER_IMAGE): "
+                "build it (`scripts/podman.sh build`, or docker build -f docker/trainer.Dockerfile .) or pull it"
+            ) from None
+
+    def environment(self, job: Job, image_id: str) -> dict[str, str]:
+        """`job.env` plus the provenance the container cannot find out by itself."""
+        env = {"NCBI_RETRAIN_IMAGE": image_id, **job.env}
+        if "NCBI_RETRAIN_GIT_COMMIT" not in env:
+            from tasks.provenance import git_commit
+
+            env["NCBI_RETRAIN_GIT_COMMIT"] = git_commit()
+        return env
+
+    def create_kwargs(self, job: Job, image_id: str) -> dict[str, Any]:
+        """The `containers.create` arguments for `job` (pure: unit-testable without an engine)."""
+        from docker.types import DeviceRequest, Mount
+
+        mounts = []
+        for path in job.mounts:
+            path = Path(path).resolve()
+            if not path.exists():
+                raise JobFailed(f"{job.name}: mount source {path} does not exist")
+            mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=False))
+        kwargs: dict[str, Any] = {
+            "image": image_id,
+            "command": list(job.argv),
+            "environment": self.environment(job, image_id),
+            "mounts": mounts,
+            "labels": {"ncbi-retrain.job": job.name},
+            "detach": True,
+        }
+        if self.user:
+            kwargs["user"] = self.user
+        if self.entrypoint is not None:
+            kwargs["entrypoint"] = list(self.entrypoint)
+        if self.mem_limit is not None:
+            # Swap as large as the limit: the limit is the job's real ceiling, OOM instead of thrashing.
+            kwargs["mem_limit"] = self.mem_limit
+            kwargs["memswap_limit"] = self.mem_limit
+        if self.network_mode:
+            kwargs["network_mode"] = self.network_mode
+        if job.gpus > 0:
+            kwargs["device_requests"] = [DeviceRequest(count=job.gpus, capabilities=[["gpu"]])]
+            kwargs["shm_size"] = "8g"  # PyTorch dataloaders and NCCL use /dev/shm; 64 MB is Docker's default
+        return kwargs
+
+    # -------------------------------------------------------------------------------- run
+    def run(self, job: Job) -> JobResult:
+        """Run `job` to completion; raise JobFailed on a non-zero exit, an OOM kill or a timeout."""
+        client = self.client()
+        try:
+            image_id = self.image_id(client)
+            container = client.containers.create(**self.create_kwargs(job, image_id))
+        except JobFailed:
+            client.close()
+            raise
+        except Exception as exc:
+            client.close()
+            raise JobFailed(f"{job.name}: could not create a container of {self.image}: {exc}") from exc
+        log.info("%s: container %s of %s: ncbi-retrain %s", job.name, container.short_id, self.image,
+                 " ".join(job.argv))
+        stdout: list[str] = []
+        tail: deque[str] = deque(maxlen=self.tail_lines)
+        try:
+            container.start()
+            pump = threading.Thread(target=self._pump, args=(container, job.name, tail), daemon=True)
+            pump.start()
+            timed_out = False
+            try:
+                status = container.wait(timeout=job.timeout_s)
+            except Exception as exc:  # requests' ReadTimeout / ConnectionError when the deadline passes
+                if not _is_timeout(exc):
+                    raise
+                timed_out = True
+                log.warning("%s: timed out after %s s, stopping %s", job.name, job.timeout_s,
+                            container.short_id)
+                with contextlib.suppress(Exception):
+                    container.stop(timeout=_STOP_GRACE_S)
+                status = {}
+            pump.join(timeout=10)
+            code = int(status.get("StatusCode", -1))
+            state = _state(container)
+            # The full stdout (the `--json` line is its last), from the engine's log, after exit.
+            stdout = _decode(container.logs(stdout=True, stderr=False)).splitlines()
+            last = list(tail)
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)  # also when the Airflow task itself is cancelled
+            client.close()
+        lines = " | ".join(last[-10:]) or "(no output)"
+        if timed_out:
+            raise JobFailed(
+                f"{job.name} timed out after {job.timeout_s:g} s; container stopped and removed; "
+                f"last log lines: {lines}"
+            )
+        if code != 0:
+            if state.get("OOMKilled"):
+                how = f"was killed for exceeding its memory limit ({self.mem_limit or 'engine default'}, OOM)"
+            elif code == 137:
+                how = "was killed (exit 137, SIGKILL: out of memory?)"
+            else:
+                how = f"exited with code {code}"
+            raise JobFailed(f"{job.name} {how} in {self.image}; last log lines: {lines}")
+        log.info("%s: finished", job.name)
+        return JobResult(exit_code=code, stdout="\n".join(stdout), log_tail=last)
+
+    def _pump(self, container: Any, name: str, tail: deque[str]) -> None:
+        """Stream stdout+stderr to the task log as it comes, keeping the last lines."""
+        buf = ""
+        with contextlib.suppress(Exception):  # the stream ends with an error when the container is killed
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                buf += _decode(chunk)
+                *lines, buf = buf.split("\n")
+                for line in lines:
+                    tail.append(line)
+                    log.info("[%s] %s", name, line)
+        if buf:
+            tail.append(buf)
+            log.info("[%s] %s", name, buf)
+
+
+def _decode(data: bytes | str) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def _state(container: Any) -> dict[str, Any]:
+    with contextlib.suppress(Exception):
+        container.reload()
+        return dict(container.attrs.get("State") or {})
+    return {}
+
+
+def _is_timeout(exc: Exception) -> bool:
+    import requests
+
+    return isinstance(exc, requests.exceptions.ReadTimeout | requests.exceptions.ConnectionError)
