@@ -146,11 +146,7 @@ def _image(settings: Settings) -> str:
 
 
 def _champion_tags(champion: Mapping[str, Any] | None) -> dict[str, str]:
-    if not champion:
-        return {}
-    return dict(champion.get("tags") or {}) | {
-        k: v for k, v in champion.items() if isinstance(v, str) and k != "tags"
-    }
+    return dict((champion or {}).get("tags") or {})
 
 
 # ------------------------------------------------------------------------------------------- steps
