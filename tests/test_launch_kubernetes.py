@@ -64,6 +64,12 @@ def test_mounts_use_hostpath_or_a_shared_claim():
     assert c["workingDir"] == "/srv/ncbi"
 
 
+def test_credentials_come_from_a_secret_not_the_spec():
+    (c,) = spec(env_secret="ncbi-retrain-credentials")["spec"]["containers"]
+    assert c["envFrom"] == [{"secretRef": {"name": "ncbi-retrain-credentials"}}]
+    assert not any("PASSWORD" in e["name"] for e in c["env"])
+
+
 def test_cpu_job_has_no_gpu_request_or_toleration():
     pod = ApiClient().sanitize_for_serialization(build_pod(Job(argv=["evaluate"], gpus=0), image="i"))
     assert GPU_RESOURCE not in pod["spec"]["containers"][0]["resources"]["limits"]

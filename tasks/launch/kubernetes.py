@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -41,8 +42,13 @@ def build_pod(
     memory: str = "16Gi",
     service_account: str | None = None,
     node_selector: dict[str, str] | None = None,
+    env_secret: str | None = None,
 ) -> Any:
-    """The V1Pod that runs `job` once (restartPolicy Never; the Airflow task owns retries)."""
+    """The V1Pod that runs `job` once (restartPolicy Never; the Airflow task owns retries).
+
+    `env_secret` names a Secret whose keys become env vars (MLflow / S3 credentials never sit in argv
+    or in the pod spec).
+    """
     from kubernetes.client import models as k
 
     env = [k.V1EnvVar(name=key, value=value) for key, value in sorted(job.env.items())]
@@ -74,6 +80,7 @@ def build_pod(
         command=["ncbi-retrain"],
         args=list(job.argv),
         env=env,
+        env_from=[k.V1EnvFromSource(secret_ref=k.V1SecretEnvSource(name=env_secret))] if env_secret else None,
         working_dir=str(job.mounts[0]) if job.mounts else None,
         resources=k.V1ResourceRequirements(requests={"cpu": cpu, "memory": memory}, limits=limits),
         volume_mounts=volume_mounts,
@@ -115,7 +122,9 @@ class KubernetesLauncher:
         settings = get_settings()
         self.image = settings.trainer_image
         self.namespace = settings.k8s_namespace
-        self.volume_claim = volume_claim
+        # Deployment knobs beside Settings: a shared RWX claim for the project tree, a credentials Secret.
+        self.volume_claim = volume_claim or os.environ.get("NCBI_RETRAIN_K8S_VOLUME_CLAIM") or None
+        self.env_secret = os.environ.get("NCBI_RETRAIN_K8S_ENV_SECRET") or None
         self.conn_id = conn_id
         self.poll_s = poll_s
         self.tail_lines = tail_lines
@@ -130,7 +139,13 @@ class KubernetesLauncher:
         return self._core_v1
 
     def run(self, job: Job) -> JobResult:
-        pod = build_pod(job, image=self.image, namespace=self.namespace, volume_claim=self.volume_claim)
+        pod = build_pod(
+            job,
+            image=self.image,
+            namespace=self.namespace,
+            volume_claim=self.volume_claim,
+            env_secret=self.env_secret,
+        )
         name = pod.metadata.name
         api = self.core_v1
         log.info(
