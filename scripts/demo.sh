@@ -41,13 +41,13 @@ say "3/4 run the ncbi_retrain DAG (profile $PROFILE) with airflow dags test"
 "$BIN/airflow" db migrate >"$AIRFLOW_HOME/logs/db-migrate.log" 2>&1 || {
   tail -20 "$AIRFLOW_HOME/logs/db-migrate.log" >&2; exit 1; }
 "$BIN/airflow" pools set "${NCBI_RETRAIN_GPU_POOL:-gpu}" 1 "training jobs (one accelerator here)" >/dev/null
-# The tiny demo trains one epoch (the whole corpus, a random 2-layer BERT) to stay within ~3 minutes.
+# The tiny demo trains two epochs (the whole corpus, a random 2-layer BERT): ~3 minutes on 2 idle cores.
 conf=$("$BIN/python" -c '
 import json, os, sys
 c = json.loads(os.environ.get("DEMO_CONF") or "{}")
 c.setdefault("profile", sys.argv[1])
 if c["profile"] == "tiny":
-    c.setdefault("epochs", 1)
+    c.setdefault("epochs", 2)
 print(json.dumps(c))' "$PROFILE")
 stamp=$(mktemp)
 log=$AIRFLOW_HOME/logs/demo-$(date -u +%Y%m%dT%H%M%SZ).log
@@ -74,7 +74,7 @@ Open the UIs (each binds 127.0.0.1; Ctrl-C to stop):
   MLflow:      $BIN/mlflow ui --backend-store-uri sqlite:///$ROOT/mlruns/mlflow.db --host 127.0.0.1 --port 5000
   Airflow:     AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags $BIN/airflow api-server -H 127.0.0.1 -p 8080
                (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
-  TensorBoard: $ROOT/.venv-train/bin/tensorboard --logdir $ROOT/$run --host 127.0.0.1 --port 6006
+  TensorBoard: $ROOT/.venv-train/bin/tensorboard --logdir $ROOT/runs --host 127.0.0.1 --port 6006
 Registry:      $BIN/ncbi-retrain models list; $BIN/ncbi-retrain lineage ncbi-disease-ner@champion
 Run files:     $run (summary.json, decisions with reports, training outputs)
 Done in $(($(date +%s) - started)) s.

@@ -395,7 +395,7 @@ def promote(
         "promoted": True,
         "name": name,
         "version": version,
-        "reason": f"{name} v{version} is the new champion: {gated['reason']}",
+        "reason": f"{name} v{version} is the new champion; gate: {gated['reason']}",
     }
 
 
@@ -587,5 +587,8 @@ def result_table(summary_path: Path) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    lines.extend(f"{model}: {m['reason']}" for model, m in summary["models"].items())
+    for model, m in summary["models"].items():
+        reason = m["reason"] or ""
+        named = reason.startswith((model, get_settings().registered_name(model)))
+        lines.append(reason if named else f"{model}: {reason}")
     return "\n".join(lines)
