@@ -30,7 +30,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MPLCONFIGDIR=/tmp/matplotlib \
+    MPLCONFIGDIR=/opt/mplconfig \
     NUMBA_CACHE_DIR=/tmp/numba \
     HOME=/home/trainer
 
@@ -67,7 +67,9 @@ COPY tasks /opt/ncbi-retrain/tasks
 RUN /opt/venv/bin/pip install --no-cache-dir -q --no-deps --no-build-isolation /opt/ncbi-retrain \
     && /opt/venv/bin/pip check \
     && rm -rf /opt/ncbi-retrain/build \
-    && ncbi-retrain --help >/dev/null
+    && ncbi-retrain --help >/dev/null \
+    # matplotlib's font cache, built once here instead of in every container (writable by any uid)
+    && mkdir -p /opt/mplconfig && python -c "import matplotlib.pyplot" && chmod -R a+rwX /opt/mplconfig
 
 USER trainer
 WORKDIR /home/trainer

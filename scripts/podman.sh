@@ -145,7 +145,7 @@ cmd_start() {
   else
     rm -f "$SOCK"
     # setsid: the server outlives this script but not `stop`; --time=0: no idle exit.
-    setsid pm system service --time=0 "unix://$SOCK" >"$STACK/podman.log" 2>&1 </dev/null &
+    setsid podman --runtime runc --cgroup-manager cgroupfs system service --time=0 "unix://$SOCK" >"$STACK/podman.log" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     for _ in $(seq 100); do
       curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1 && break

@@ -4,7 +4,11 @@ Works against Docker Engine and against podman's API service (`scripts/podman.sh
 this machine use). The image's entrypoint is `ncbi-retrain`, so `job.argv` is the container's command.
 
 - `job.mounts` are bind-mounted at the same path, so paths in argv, env and the `--json` line mean the
-  same thing on both sides (the MLflow SQLite store and artifact root included).
+  same thing on both sides. A local MLflow store is mounted too (the SQLite file's folder and
+  `Settings.mlflow_artifact_root`), so the run and its artifacts land where the host reads them: a
+  path that is not mounted would be written inside the container and lost with it.
+- The container's env is `job.env` over this process's `NCBI_RETRAIN_*` / `MLFLOW_*` variables, so
+  both sides read the same settings (the local launcher passes its whole environment).
 - The container runs as the caller's uid:gid (the Airflow worker's), so what it writes under the
   mounts belongs to the caller; the image's HOME is writable by any uid.
 - `job.gpus > 0` asks for that many GPUs (`DeviceRequest`, i.e. `--gpus N`: the NVIDIA toolkit).
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 
 _STOP_GRACE_S = 10  # SIGTERM first so Lightning can close its loggers; then the engine SIGKILLs
 _API_TIMEOUT_S = 120  # one API call (create, start); not the job, which has its own timeout
+_FORWARDED = ("NCBI_RETRAIN_", "MLFLOW_", "HF_", "TRANSFORMERS_OFFLINE")
+# Host-side choices that mean nothing inside the container.
+_NOT_FORWARDED = {"NCBI_RETRAIN_LAUNCHER", "NCBI_RETRAIN_DOCKER_URL", "NCBI_RETRAIN_TRAIN_VENV"}
 
 
 class DockerLauncher:
@@ -90,25 +97,52 @@ class DockerLauncher:
         except docker.errors.ImageNotFound:
             raise JobFailed(
                 f"trainer image {self.image!r} not found on {self.url} (NCBI_RETRAIN_TRAINER_IMAGE): "
-                "build it (`scripts/podman.sh build`, or docker build -f docker/trainer.Dockerfile .) or pull it"
+                "build it (`scripts/podman.sh build` or `docker build -f docker/trainer.Dockerfile .`) "
+                "or pull it"
             ) from None
 
     def environment(self, job: Job, image_id: str) -> dict[str, str]:
-        """`job.env` plus the provenance the container cannot find out by itself."""
-        env = {"NCBI_RETRAIN_IMAGE": image_id, **job.env}
+        """Settings and MLflow variables of this process, `job.env` over them, plus provenance."""
+        from tasks.settings import get_settings
+
+        env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED) and k not in _NOT_FORWARDED}
+        env["NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT"] = str(self._artifact_root(get_settings()))
+        env |= {"NCBI_RETRAIN_IMAGE": image_id, **job.env}
         if "NCBI_RETRAIN_GIT_COMMIT" not in env:
             from tasks.provenance import git_commit
 
             env["NCBI_RETRAIN_GIT_COMMIT"] = git_commit()
         return env
 
+    @staticmethod
+    def _artifact_root(settings: Any) -> Path:
+        return settings.path(settings.mlflow_artifact_root).resolve()
+
+    def mount_paths(self, job: Job) -> list[Path]:
+        """`job.mounts` plus a local MLflow store's folders (created if missing), without duplicates."""
+        from tasks.settings import get_settings
+
+        settings = get_settings()
+        paths = [Path(p).resolve() for p in job.mounts]
+        uri = job.env.get("MLFLOW_TRACKING_URI") or settings.mlflow_tracking_uri
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            db = (db if db.is_absolute() else settings.project_dir / db).resolve()
+            for extra in (db.parent, self._artifact_root(settings)):
+                extra.mkdir(parents=True, exist_ok=True)
+                paths.append(extra)
+        unique: list[Path] = []
+        for p in paths:  # a folder inside another mounted one is already visible
+            if not any(p == q or q in p.parents for q in unique):
+                unique = [q for q in unique if p not in q.parents] + [p]
+        return unique
+
     def create_kwargs(self, job: Job, image_id: str) -> dict[str, Any]:
         """The `containers.create` arguments for `job` (pure: unit-testable without an engine)."""
         from docker.types import DeviceRequest, Mount
 
         mounts = []
-        for path in job.mounts:
-            path = Path(path).resolve()
+        for path in self.mount_paths(job):
             if not path.exists():
                 raise JobFailed(f"{job.name}: mount source {path} does not exist")
             mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=False))
@@ -148,8 +182,13 @@ class DockerLauncher:
         except Exception as exc:
             client.close()
             raise JobFailed(f"{job.name}: could not create a container of {self.image}: {exc}") from exc
-        log.info("%s: container %s of %s: ncbi-retrain %s", job.name, container.short_id, self.image,
-                 " ".join(job.argv))
+        log.info(
+            "%s: container %s of %s: ncbi-retrain %s",
+            job.name,
+            container.short_id,
+            self.image,
+            " ".join(job.argv),
+        )
         stdout: list[str] = []
         tail: deque[str] = deque(maxlen=self.tail_lines)
         try:
@@ -163,8 +202,9 @@ class DockerLauncher:
                 if not _is_timeout(exc):
                     raise
                 timed_out = True
-                log.warning("%s: timed out after %s s, stopping %s", job.name, job.timeout_s,
-                            container.short_id)
+                log.warning(
+                    "%s: timed out after %s s, stopping %s", job.name, job.timeout_s, container.short_id
+                )
                 with contextlib.suppress(Exception):
                     container.stop(timeout=_STOP_GRACE_S)
                 status = {}
@@ -186,9 +226,12 @@ class DockerLauncher:
             )
         if code != 0:
             if state.get("OOMKilled"):
-                how = f"was killed for exceeding its memory limit ({self.mem_limit or 'engine default'}, OOM)"
+                how = f"was killed for exceeding its memory limit {self.mem_limit or ''} (OOM)"
+            elif code == 137 and self.mem_limit is not None:
+                # podman on cgroup v1 does not report OOMKilled; a SIGKILL under a limit is the OOM killer.
+                how = f"was killed by SIGKILL (exit 137) under its memory limit {self.mem_limit}: OOM"
             elif code == 137:
-                how = "was killed (exit 137, SIGKILL: out of memory?)"
+                how = "was killed by SIGKILL (exit 137: out of memory, or stopped by the engine)"
             else:
                 how = f"exited with code {code}"
             raise JobFailed(f"{job.name} {how} in {self.image}; last log lines: {lines}")
