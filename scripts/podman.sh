@@ -31,7 +31,7 @@ STACK=$ROOT/.stack
 SOCK=$STACK/podman.sock
 PIDFILE=$STACK/podman.pid
 PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins
-  netavark aardvark-dns curl)
+  netavark aardvark-dns catatonit curl)
 
 log() { echo "podman.sh: $*" >&2; }
 

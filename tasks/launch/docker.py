@@ -153,6 +153,8 @@ class DockerLauncher:
             "mounts": mounts,
             "labels": {"ncbi-retrain.job": job.name},
             "detach": True,
+            # An init as PID 1 forwards the stop's SIGTERM (PID 1 ignores it) and reaps NeMo's workers.
+            "init": True,
         }
         if self.user:
             kwargs["user"] = self.user
