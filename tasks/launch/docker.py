@@ -47,7 +47,8 @@ class DockerLauncher:
         url: Docker API URL, e.g. `unix:///var/run/docker.sock` (default `Settings.docker_url`).
         user: `uid:gid` to run as (default: this process's); "" runs as the image's own user.
         mem_limit: container memory limit, e.g. "8g" (default: none).
-        network_mode: e.g. "none" when the job needs no network (default: the engine's default network).
+        network_mode: the container's network, e.g. the compose stack's `ncbi-retrain` (so the job reaches
+            `http://mlflow:5000`) or "none" (default: `NCBI_RETRAIN_DOCKER_NETWORK`, else the engine's own).
         entrypoint: overrides the image's `ncbi-retrain` entrypoint (diagnostics and tests).
         tail_lines: how many log lines to keep for error messages.
     """
@@ -70,7 +71,7 @@ class DockerLauncher:
         self.url = url or settings.docker_url
         self.user = f"{os.getuid()}:{os.getgid()}" if user is None else user
         self.mem_limit = mem_limit
-        self.network_mode = network_mode
+        self.network_mode = network_mode or os.environ.get("NCBI_RETRAIN_DOCKER_NETWORK") or None
         self.entrypoint = entrypoint
         self.tail_lines = tail_lines
 
