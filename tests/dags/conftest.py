@@ -8,6 +8,7 @@ published to a local DVC remote, with its own MLflow SQLite store; the DAGs reac
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ DAGS = ROOT / "dags"
 if "airflow" in sys.modules:  # pragma: no cover (config is read once, at airflow's import)
     raise RuntimeError("airflow was imported before tests/dags/conftest.py could point it at a test home")
 _HOME = Path(tempfile.mkdtemp(prefix="ncbi-airflow-test-"))
+atexit.register(shutil.rmtree, _HOME, True)  # ignore_errors
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
