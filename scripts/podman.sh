@@ -145,8 +145,11 @@ cmd_start() {
   else
     rm -f "$SOCK"
     # setsid: the server outlives this script but not `stop`; --time=0: no idle exit.
+    # cwd = the state dir: conmon drops files (e.g. `oom` after an OOM kill) into its working directory.
+    pushd "$STACK" >/dev/null
     setsid podman --runtime runc --cgroup-manager cgroupfs system service --time=0 "unix://$SOCK" >"$STACK/podman.log" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
+    popd >/dev/null
     for _ in $(seq 100); do
       curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1 && break
       running || { log "error: podman system service exited, see $STACK/podman.log"; exit 1; }
