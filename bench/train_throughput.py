@@ -68,21 +68,16 @@ def direct(task: str, data: Path, profile: str, overrides: list[str]) -> dict:
     from tasks.training import config as C
     from tasks.training.data import read_all, write_scratch
     from tasks.training.encoders import resolve_encoder
+    from tasks.training.train import _fill as fill_config
 
     cfg = C.compose(task, profile, overrides)
     splits = read_all(task, data)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = write_scratch(task, splits, Path(tmp) / "data")
-        m = cfg["model"]
-        if task == "classifier":
-            for split, key in (("train", "train_ds"), ("dev", "validation_ds"), ("test", "test_ds")):
-                m[key]["file_path"] = str(scratch / f"{split}.tsv")
-        else:
-            m["dataset"]["data_dir"] = str(scratch)
-        m["language_model"]["pretrained_model_name"] = resolve_encoder(
-            m["language_model"]["pretrained_model_name"], Path(tmp), splits["train"].texts
+        encoder = resolve_encoder(
+            cfg["model"]["language_model"]["pretrained_model_name"], Path(tmp), splits["train"].texts
         )
-        cfg["exp_manager"]["exp_dir"] = f"{tmp}/exp"
+        cfg = fill_config(cfg, task, scratch, encoder, Path(tmp))  # exactly what `train` sets
         cfg = OmegaConf.create(cfg)
         pl.seed_everything(int(cfg.seed))
         trainer = pl.Trainer(**cfg.trainer, enable_progress_bar=False)
