@@ -108,7 +108,14 @@ def log_candidate(
             return [0] * len(model_input)
 
     exp = mlflow.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
+    if exp:
+        exp_id = exp.experiment_id
+    else:
+        # A SQLite store's default artifact root is ./mlruns under the CWD (the repo): keep it beside the DB.
+        uri = mlflow.get_tracking_uri()
+        local = uri.startswith("sqlite:///")
+        where = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri() if local else None
+        exp_id = mlflow.create_experiment(experiment, artifact_location=where)
     metrics = metrics or classifier_metrics([0, 1, 2], [0, 1, 2], data_version)
     with tempfile.TemporaryDirectory() as tmp:
         nemo_path = Path(tmp) / "model.nemo"
