@@ -180,15 +180,20 @@ def _model_kind(model: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- metrics
+def _read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; an unreadable file is a usage error, malformed JSON a data error at file:line."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
 def load_metrics(path: Path) -> dict[str, Any]:
     """Read a metrics.json (see docs/architecture.md); errors name the file, line and field."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read metrics file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    doc = _read_json(path, "metrics")
     doc = dict(doc) if isinstance(doc, dict) else doc
     check_metrics(doc, str(path))
     return doc
@@ -548,12 +553,7 @@ def _confusion(items: list[dict], labels: list[int]) -> list[list[int]]:
 def load_decision(path: Path) -> Decision:
     """Read a decision JSON written by `write_decision`."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read decision file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    doc = _read_json(path, "decision")
     for key in ("model", "passed", "reason", "checks", "metric", "candidate_value"):
         if not isinstance(doc, dict) or key not in doc:
             raise DataError(f"{path}: field {key} is missing: not a gate decision")
