@@ -88,10 +88,10 @@ def _run_failed(context: dict[str, Any]) -> None:
 
 def _options() -> Any:
     from tasks.errors import UsageError
-    from tasks.pipeline import RunOptions
+    from tasks.vocab import RunParams
 
     try:
-        return RunOptions.from_params(get_current_context()["params"])
+        return RunParams.from_params(get_current_context()["params"])
     except UsageError as exc:
         raise AirflowFailException(str(exc)) from exc  # a bad form value: retrying cannot help
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import DataError
+from tasks.vocab import CLASS_LABELS, CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
-CANCER, NEURO, OTHER = 0, 1, 2
-LABEL_NAMES = {CANCER: "cancer", NEURO: "neurological", OTHER: "other"}
+CANCER, NEURO, OTHER = CLASS_LABELS
+LABEL_NAMES = dict(zip(CLASS_LABELS, CLASS_NAMES, strict=True))
 CATEGORIES = frozenset({"SpecificDisease", "DiseaseClass", "CompositeMention", "Modifier"})
 
 LABEL_RULE = (

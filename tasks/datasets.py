@@ -16,7 +16,6 @@ The directory is built next to OUT and renamed into place: a refused source leav
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -40,9 +39,10 @@ from tasks.corpus import (
     unique_documents,
 )
 from tasks.errors import DataError, UsageError
+from tasks.files import staged_dir
 from tasks.provenance import sha256_file
+from tasks.vocab import SPLITS
 
-SPLITS = ("train", "dev", "test")
 PUBTATOR_FILES = {
     "train": "NCBItrainset_corpus.txt",
     "dev": "NCBIdevelopset_corpus.txt",
@@ -189,40 +189,14 @@ def _check_target(out: Path, force: bool) -> None:
 
 
 def _write_atomically(out: Path, files: dict[str, bytes], force: bool) -> None:
-    """Write every file into a temp dir beside OUT (same file system), then rename it into place."""
-    out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    """Write every file into a staged directory beside OUT, then swap it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with staged_dir(out, replace=True) as tmp:
         for name, data in files.items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        for d in (tmp, *{(tmp / n).parent for n in files}):
-            d.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the data dir is shared with readers
+        for d in {(tmp / n).parent for n in files}:
+            d.chmod(0o777 & ~umask)
         _check_target(out, force)  # again: something may have appeared while we parsed
-        if not out.exists():
-            os.rename(tmp, out)
-        elif _exchange(tmp, out):  # readers see the old or the new directory, never neither
-            shutil.rmtree(tmp)  # now holds the old content
-        else:
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

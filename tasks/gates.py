@@ -28,12 +28,11 @@ import numpy as np
 import yaml
 
 from tasks.errors import DataError, UsageError
+from tasks.vocab import GATE_METRIC, MODELS, PROFILES, Model, Profile
 
 POLICY_FILE = Path(__file__).with_name("gates.yaml")
 BEHAVIOUR_FILE = Path(__file__).with_name("behaviour.yaml")
-PROFILES = ("tiny", "cpu", "gpu")
-MODELS = ("classifier", "ner")
-GATE_METRICS = {"classifier": "macro_f1", "ner": "entity_f1"}
+GATE_METRICS = {m.value: metric for m, metric in GATE_METRIC.items()}
 Mode = Literal["non_inferior", "superior"]
 
 
@@ -65,9 +64,7 @@ class GatePolicy:
 
 
 def _profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise UsageError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    return profile
+    return Profile.parse(profile).value
 
 
 def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
@@ -168,15 +165,7 @@ def load_policy(model: str, path: Path | None = None) -> GatePolicy:
 
 def _model_kind(model: str) -> str:
     """`classifier` / `ner`, also accepting the registered model names."""
-    if model in MODELS:
-        return model
-    from tasks.settings import get_settings
-
-    settings = get_settings()
-    for kind in MODELS:
-        if model == settings.registered_name(kind):
-            return kind
-    raise UsageError(f"unknown model {model!r}: expected classifier or ner")
+    return Model.parse(model).value
 
 
 # -------------------------------------------------------------------------------------------- metrics

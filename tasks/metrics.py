@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-ENTITY = "Disease"
+from tasks.vocab import ENTITY_TYPE, TAGS
 
 
 def _f1(p: float, r: float) -> float:
@@ -56,7 +56,7 @@ def classifier_metrics(gold: Sequence[int], pred: Sequence[int], labels: Sequenc
 
 def _typed(tags: Sequence[str]) -> list[str]:
     """B/I/O -> B-Disease / I-Disease / O (seqeval wants typed tags)."""
-    return [t if t == "O" else f"{t}-{ENTITY}" for t in tags]
+    return [t if t == "O" else f"{t}-{ENTITY_TYPE}" for t in tags]
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[int, int]]:
@@ -103,7 +103,7 @@ def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
     return metrics, items
 
 
-TAG_INDEX = {"B": 0, "I": 1, "O": 2}
+TAG_INDEX = {tag: i for i, tag in enumerate(TAGS)}
 
 
 def _i_after_o(tags: Sequence[str]) -> int:

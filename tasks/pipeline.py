@@ -21,86 +21,21 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tasks.errors import DataError, UsageError
 from tasks.settings import Settings, get_settings
+from tasks.vocab import MODELS, Model, RunParams
 
 log = logging.getLogger(__name__)
 
-MODELS = ("classifier", "ner")
-PROFILES = ("tiny", "cpu", "gpu")
 # A training job's own deadline; the Airflow task's execution_timeout sits above the largest one.
 TRAIN_TIMEOUT_S = {"tiny": 15 * 60, "cpu": 60 * 60, "gpu": 6 * 60 * 60}
 EVALUATE_TIMEOUT_S = {"tiny": 10 * 60, "cpu": 30 * 60, "gpu": 60 * 60}
 GATE_POLICY_ENV = "NCBI_RETRAIN_GATE_POLICY"  # an alternative gates.yaml (e.g. a stricter one per site)
-
-
-# ------------------------------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class RunOptions:
-    """The DAG run's Params, checked: what to train and how."""
-
-    data_revision: str | None = None
-    models: str = "both"
-    profile: str = "cpu"
-    epochs: int | None = None
-    learning_rate: float | None = None
-    encoder: str | None = None
-    max_seq_length: int | None = None
-    promote: str = "auto"
-    force: bool = False
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RunOptions:
-        """Build from the Params dict; empty strings mean "profile default"; bad values are UsageErrors."""
-
-        def opt(key: str) -> Any:
-            value = params.get(key)
-            return None if value in (None, "") else value
-
-        o = cls(
-            data_revision=opt("data_revision"),
-            models=opt("models") or "both",
-            profile=opt("profile") or "cpu",
-            epochs=None if opt("epochs") is None else int(opt("epochs")),
-            learning_rate=None if opt("learning_rate") is None else float(opt("learning_rate")),
-            encoder=opt("encoder"),
-            max_seq_length=None if opt("max_seq_length") is None else int(opt("max_seq_length")),
-            promote=opt("promote") or "auto",
-            force=bool(params.get("force", False)),
-        )
-        if o.models not in (*MODELS, "both"):
-            raise UsageError(f"param models is {o.models!r}: expected classifier, ner or both")
-        if o.profile not in PROFILES:
-            raise UsageError(f"param profile is {o.profile!r}: expected one of {', '.join(PROFILES)}")
-        if o.promote not in ("auto", "never"):
-            raise UsageError(f"param promote is {o.promote!r}: expected auto or never")
-        for key in ("epochs", "max_seq_length"):
-            if getattr(o, key) is not None and getattr(o, key) < 1:
-                raise UsageError(f"param {key} is {getattr(o, key)}: expected a positive integer")
-        if o.learning_rate is not None and not 0 < o.learning_rate < 1:
-            raise UsageError(f"param learning_rate is {o.learning_rate}: expected a number in (0, 1)")
-        return o
-
-    def selected(self, model: str) -> bool:
-        return self.models in ("both", model)
-
-    def overrides(self) -> list[str]:
-        """The Params as the training config's dotted overrides (empty: the profile's defaults)."""
-        out = []
-        if self.epochs is not None:
-            out.append(f"trainer.max_epochs={self.epochs}")
-        if self.learning_rate is not None:
-            out.append(f"model.optim.lr={self.learning_rate:g}")
-        if self.encoder is not None:
-            out.append(f"model.language_model.pretrained_model_name={self.encoder}")
-        if self.max_seq_length is not None:
-            out.append(f"model.dataset.max_seq_length={self.max_seq_length}")
-        return out
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -117,19 +52,9 @@ def code_version() -> str:
     return git_commit(Path(__file__).resolve().parents[1])
 
 
-def tracking_uri(settings: Settings | None = None) -> str:
-    """The MLflow URI with a relative `sqlite:///` path made absolute against the project directory,
-    so that this process and the training subprocess open the same store."""
-    settings = settings or get_settings()
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(settings.path(Path(uri.removeprefix("sqlite:///"))))
-    return uri
-
-
 def _job_env(settings: Settings, dag_run_id: str, data_version: str | None) -> dict[str, str]:
     env = {
-        "MLFLOW_TRACKING_URI": tracking_uri(settings),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri(),
         "NCBI_RETRAIN_DAG_RUN_ID": dag_run_id,
         "NCBI_RETRAIN_GIT_COMMIT": code_version(),  # containers have no .git
         "NCBI_RETRAIN_PROJECT_DIR": str(settings.project_dir),
@@ -181,7 +106,7 @@ def validate_data(data_dir: str, dag_run_id: str) -> dict[str, Any]:
     return {"valid": True, "summary": summary, "report": str(report_path)}
 
 
-def plan_training(model: str, options: RunOptions, data_version: str) -> dict[str, Any]:
+def plan_training(model: str, options: RunParams, data_version: str) -> dict[str, Any]:
     """Decide whether `model` trains in this run; `reason` says why in one sentence.
 
     Training is skipped when the model is not selected, or when data version, code version and config
@@ -194,7 +119,7 @@ def plan_training(model: str, options: RunOptions, data_version: str) -> dict[st
     commit = code_version()
     plan = {"model": model, "train": True, "config_fingerprint": fingerprint, "git_commit": commit}
     if not options.selected(model):
-        return plan | {"train": False, "reason": f"{model} not selected (models={options.models})"}
+        return plan | {"train": False, "reason": f"{model} not selected (models={options.models or 'both'})"}
     champion = champion_version(model)
     if champion is None:
         return plan | {"reason": f"{model} has no champion yet"}
@@ -217,7 +142,7 @@ def plan_training(model: str, options: RunOptions, data_version: str) -> dict[st
 
 
 def train(
-    model: str, options: RunOptions, data_dir: str, data_version: str, dag_run_id: str, try_number: int = 1
+    model: str, options: RunParams, data_dir: str, data_version: str, dag_run_id: str, try_number: int = 1
 ) -> dict[str, Any]:
     """Train `model` in the training env (through the launcher); returns the run id and file paths."""
     from tasks.launch import Job, get_launcher
@@ -290,7 +215,7 @@ def evaluate(model: str, profile: str, data_dir: str, data_version: str, dag_run
             "evaluate",
             model,
             "--model",
-            f"models:/{settings.registered_name(model)}@champion",
+            f"models:/{Model(model).registered_name}@champion",
             "--data",
             data_dir,
             "--out",
@@ -363,7 +288,7 @@ def promote(
     model: str,
     registered: Mapping[str, Any],
     gated: Mapping[str, Any],
-    options: RunOptions,
+    options: RunParams,
     dag_id: str,
     dag_run_id: str,
 ) -> dict[str, Any]:
@@ -537,7 +462,7 @@ def manual_promotion(model: str, action: str, version: str | None, reason: str, 
         raise UsageError("param reason is empty: say why the champion moves")
     if model not in MODELS:
         raise UsageError(f"param model is {model!r}: expected classifier or ner")
-    name = get_settings().registered_name(model)
+    name = Model(model).registered_name
     before = (champion_version(model) or {}).get("version")
     target = None if version in (None, "", "previous") else str(version)
     if action == "rollback" or target is None:
@@ -564,7 +489,7 @@ def result_table(summary_path: Path) -> str:
     summary = json.loads(Path(summary_path).read_text())
     rows = [("model", "trained", "metric", "F1", "champion F1", "gate", "version", "aliases")]
     for model, m in summary["models"].items():
-        name = get_settings().registered_name(model)
+        name = Model(model).registered_name
         aliases = ""
         versions = list_versions(name) or []
         for v in versions:
@@ -589,6 +514,6 @@ def result_table(summary_path: Path) -> str:
     lines.append("")
     for model, m in summary["models"].items():
         reason = m["reason"] or ""
-        named = reason.startswith((model, get_settings().registered_name(model)))
+        named = reason.startswith((model, Model(model).registered_name))
         lines.append(reason if named else f"{model}: {reason}")
     return "\n".join(lines)

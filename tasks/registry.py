@@ -34,13 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import DataError, GateFailed, ServiceError, UsageError
+from tasks.files import copy_atomically
 from tasks.settings import get_settings
+from tasks.vocab import MODELS, Alias, Model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from tasks.gates import Decision
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER = Alias.champion.value, Alias.challenger.value
 HISTORY_TAG = "alias_history"
 HISTORY_PAGE_CHARS = 4500  # registered-model tag values are VARCHAR(5000) on SQL stores
 LINEAGE_RUN_TAGS = (
@@ -79,8 +81,8 @@ class RegisteredVersion:
 # ------------------------------------------------------------------------------------------- plumbing
 def registered_name(model: str) -> str:
     """`classifier` / `ner` -> the registered model name; any other string is taken as a full name."""
-    if model in ("classifier", "ner"):
-        return get_settings().registered_name(model)
+    if model in MODELS:
+        return Model(model).registered_name
     if not model or "'" in model or "@" in model:
         raise UsageError(f"invalid registered model name {model!r}")
     return model
@@ -88,13 +90,9 @@ def registered_name(model: str) -> str:
 
 def tracking_uri() -> str:
     """The configured store; a relative SQLite path is taken relative to the project directory."""
-    settings = get_settings()
-    uri = settings.mlflow_tracking_uri
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        db = settings.path(Path(uri[len(prefix) :]))
-        db.parent.mkdir(parents=True, exist_ok=True)
-        uri = prefix + str(db)
+    uri = get_settings().tracking_uri()
+    if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return uri
 
 
@@ -282,7 +280,8 @@ def _version_tags(run: Any, decision: dict[str, Any] | None, extra: dict[str, st
     else:
         tags["gate"] = "none"
         tags["gate_reason"] = "registered without a gate decision"
-        metric = {"classifier": "macro_f1", "ner": "entity_f1"}.get(rtags.get("task", ""), "")
+        task = rtags.get("task", "")
+        metric = Model(task).gate_metric if task in MODELS else ""
         for key in ("test_f1", f"test_{metric}", metric):
             if key in metrics:
                 tags["test_f1"] = f"{float(metrics[key]):.6f}"
@@ -309,7 +308,7 @@ def register_run(
     dec = _decision_dict(decision)
     if dec is not None and {"passed", "reason", "metric", "candidate_value"} - set(dec):
         raise UsageError("decision: fields passed, reason, metric and candidate_value are required")
-    if dec is not None and model in ("classifier", "ner") and dec.get("model") not in (None, model):
+    if dec is not None and model in MODELS and dec.get("model") not in (None, model):
         raise UsageError(f"decision: field model is {dec.get('model')!r}, but the version is for {model}")
     client = _client()
     who = _actor(None)
@@ -651,8 +650,5 @@ def champion_metrics(model: str, dst: Path) -> Path | None:
             )
         got = Path(client.download_artifacts(champ["run_id"], "metrics.json", tmp))
         target = dst if dst.suffix == ".json" else dst / "metrics.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
-        part.write_bytes(got.read_bytes())
-        os.replace(part, target)
+        copy_atomically(got, target)
     return target

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.vocab import class_name
+
 if TYPE_CHECKING:
     from tasks.gates import Decision
-
-CLASS_NAMES = {"0": "cancer", "1": "neurological", "2": "other"}
 
 
 def _plt():
@@ -23,7 +23,7 @@ def _plt():
 def _confusion_png(decision: Decision, path: Path) -> None:
     plt = _plt()
     cm = decision.confusion_matrix or []
-    names = [CLASS_NAMES.get(str(c), str(c)) for c in decision.labels]
+    names = [class_name(c) for c in decision.labels]
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
     im = ax.imshow(cm, cmap="Blues")
     for i, row in enumerate(cm):
@@ -44,7 +44,7 @@ def _confusion_png(decision: Decision, path: Path) -> None:
 def _per_class_png(decision: Decision, path: Path) -> None:
     plt = _plt()
     keys = list(decision.per_class_f1)
-    names = [CLASS_NAMES.get(k, k) for k in keys]
+    names = [class_name(k) for k in keys]
     cand = [decision.per_class_f1[k]["candidate"] or 0.0 for k in keys]
     champ = [decision.per_class_f1[k]["champion"] for k in keys]
     fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=110)

@@ -35,8 +35,6 @@ class Settings(BaseSettings):
         description="MLflow tracking + registry store; a SQLite file by default.",
     )
     mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Artifacts for a local store.")
-    classifier_model_name: str = "ncbi-disease-classifier"
-    ner_model_name: str = "ncbi-disease-ner"
 
     dvc_remote: str = Field("local", description="Name of the default DVC remote.")
     dvc_remote_url: str = Field(
@@ -58,9 +56,20 @@ class Settings(BaseSettings):
         """Resolve a settings path against the project directory."""
         return p if p.is_absolute() else self.project_dir / p
 
-    def registered_name(self, model: str) -> str:
-        """`classifier` / `ner` -> the MLflow registered model name."""
-        return {"classifier": self.classifier_model_name, "ner": self.ner_model_name}[model]
+    def tracking_uri(self) -> str:
+        """The MLflow URI with a relative `sqlite:///` path made absolute against the project directory,
+        so that every process (DAG task, training job, CLI) opens the same store. The one place that
+        interprets `mlflow_tracking_uri`."""
+        uri = self.mlflow_tracking_uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            return prefix + str(self.path(Path(uri.removeprefix(prefix))))
+        return uri
+
+    def is_local_store(self) -> bool:
+        """A SQLite or file store on this machine (artifacts then go to `mlflow_artifact_root`)."""
+        uri = self.mlflow_tracking_uri
+        return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 @lru_cache

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DataError, UsageError
+from tasks.files import atomic_write_text
 from tasks.provenance import sha256_file
+from tasks.vocab import CLASS_LABELS, SPLITS, TAGS
 
-SPLITS = ("train", "dev", "test")
-LABELS = ("0", "1", "2")
-TAGS = ("B", "I", "O")
+LABELS = tuple(str(c) for c in CLASS_LABELS)
 MAX_LINES = 10  # line numbers (and values) kept per failure; `count` has the full number
 NER_LEAK_MIN_TOKENS = 12  # the release shares 7 sentences across splits, the longest has 11 tokens
 BOM = b"\xef\xbb\xbf"
@@ -161,12 +161,7 @@ def write_report(report: ValidationReport, path: Path) -> None:
     """Write the JSON report atomically (a temp file beside it, then a rename)."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror or exc}).") from exc
 

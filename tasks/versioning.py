@@ -25,7 +25,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from tasks.errors import DataError, ServiceError, UsageError
+from tasks.files import atomic_write_bytes, atomic_write_text
 from tasks.settings import get_settings
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def pull(repo: Path, rev: str | None = None, remote: str | None = None) -> str:
         return _pull(repo, remote)
     except BaseException:
         if rev is not None and before is not None:
-            _write_atomically(dvc_file, before)
+            atomic_write_bytes(dvc_file, before)
         raise
 
 
@@ -279,12 +279,4 @@ def _restore_dvc_file(repo: Path, rev: str) -> None:
             f"{repo}: git has no {DVC_FILE} at revision {rev!r} ({exc.stderr.strip()})."
         ) from exc
     _read_dvc_file(text, f"{rev}:{DVC_FILE}")
-    _write_atomically(repo / DVC_FILE, text.encode("utf-8"))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(repo / DVC_FILE, text)

@@ -285,7 +285,7 @@ def test_forced_import_replaces_out(
     release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
     if not exchange:  # file systems without RENAME_EXCHANGE
-        monkeypatch.setattr("tasks.datasets._exchange", lambda a, b: False)
+        monkeypatch.setattr("tasks.files._exchange", lambda a, b: False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")

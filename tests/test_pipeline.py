@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tasks.errors import UsageError
-from tasks.pipeline import RunOptions, post_json, record_task_failure, report_run_failure, run_dir
+from tasks.pipeline import post_json, record_task_failure, report_run_failure, run_dir
+from tasks.vocab import RunParams
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,7 @@ from tasks.pipeline import RunOptions, post_json, record_task_failure, report_ru
     ],
 )
 def test_params_become_training_overrides(params, overrides):
-    assert RunOptions.from_params(params).overrides() == overrides
+    assert RunParams.from_params(params).overrides() == overrides
 
 
 @pytest.mark.parametrize(
@@ -36,16 +37,16 @@ def test_params_become_training_overrides(params, overrides):
         ({"profile": "huge"}, "param profile is 'huge'"),
         ({"promote": "maybe"}, "param promote is 'maybe'"),
         ({"epochs": 0}, "param epochs is 0"),
-        ({"learning_rate": 3}, "param learning_rate is 3.0"),
+        ({"learning_rate": 3}, "param learning_rate is 3"),
     ],
 )
 def test_bad_params_are_usage_errors(params, message):
     with pytest.raises(UsageError, match=message):
-        RunOptions.from_params(params)
+        RunParams.from_params(params)
 
 
 def test_model_selection():
-    both, ner = RunOptions.from_params({}), RunOptions.from_params({"models": "ner"})
+    both, ner = RunParams.from_params({}), RunParams.from_params({"models": "ner"})
     assert both.selected("classifier") and both.selected("ner")
     assert ner.selected("ner") and not ner.selected("classifier")
 

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from tasks.errors import GateFailed, UsageError
+from tasks.vocab import MODELS
 
 MODEL_HELP = "classifier or ner (or a full registered model name)."
 
@@ -23,7 +24,7 @@ def _emit(obj: Any, as_json: bool, human: str) -> None:
 
 
 def _model_arg(model: str) -> str:
-    if model not in ("classifier", "ner"):
+    if model not in MODELS:
         raise UsageError(f"unknown model {model!r}: expected classifier or ner")
     return model
 

@@ -6,22 +6,11 @@ import json
 import logging
 import os
 import sys
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-
-class Task(StrEnum):
-    classifier = "classifier"
-    ner = "ner"
-
-
-class Profile(StrEnum):
-    tiny = "tiny"
-    cpu = "cpu"
-    gpu = "gpu"
-
+from tasks.vocab import Model, Profile
 
 _JSON = typer.Option(False, "--json", help="Print one JSON object instead of the human summary.")
 _VERBOSE = typer.Option(False, "--verbose", "-v", help="Keep NeMo's and Lightning's INFO logs.")
@@ -59,7 +48,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def train(
-    task: Task = typer.Argument(..., help="classifier (3-class abstracts) or ner (disease B/I/O tagger)."),
+    task: Model = typer.Argument(..., help="classifier (3-class abstracts) or ner (disease B/I/O tagger)."),
     data: Path = typer.Option(
         ..., "--data", help="Data directory with tc3/ and ner3/ (output of `data import`)."
     ),
@@ -97,7 +86,7 @@ def train(
 
 
 def evaluate(
-    task: Task = typer.Argument(..., help="classifier or ner."),
+    task: Model = typer.Argument(..., help="classifier or ner."),
     model: str = typer.Option(..., "--model", help="A .nemo path or an MLflow models:/ or runs:/ URI."),
     data: Path = typer.Option(..., "--data", help="Data directory with tc3/ and ner3/."),
     out: Path = typer.Option(..., "--out", help="metrics.json to write (docs/architecture.md contract)."),
@@ -129,7 +118,7 @@ def evaluate(
 
 
 def predict(
-    task: Task = typer.Argument(..., help="classifier or ner."),
+    task: Model = typer.Argument(..., help="classifier or ner."),
     texts: list[str] = typer.Argument(..., help="Texts to classify, or sentences to tag."),
     model: str = typer.Option(..., "--model", help="A .nemo path or an MLflow models:/ or runs:/ URI."),
     as_json: bool = _JSON,
@@ -144,7 +133,7 @@ def predict(
         typer.echo(json.dumps({"predictions": rows}))
         return
     for text, row in zip(texts, rows, strict=True):
-        if task is Task.classifier:
+        if task is Model.classifier:
             probs = " ".join(f"{p:.3f}" for p in row["probabilities"])
             typer.echo(f"{row['label']} {row['name']} [{probs}]\t{text[:80]}")
         else:

@@ -15,10 +15,9 @@ from typing import Any
 import yaml
 
 from tasks.errors import UsageError
+from tasks.vocab import MODELS, PROFILES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-MODELS = ("classifier", "ner")
-PROFILES = ("tiny", "cpu", "gpu")
 MISSING = "???"
 
 

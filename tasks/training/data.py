@@ -10,10 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import DataError, UsageError
-
-SPLITS = ("train", "dev", "test")
-CLASS_LABELS = (0, 1, 2)
-TAGS = ("B", "I", "O")
+from tasks.vocab import CLASS_LABELS, SPLITS, TAGS
 
 
 @dataclass

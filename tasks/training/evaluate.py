@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from tasks.files import atomic_write_json
 from tasks.training.data import Split, read_split
+from tasks.vocab import GATE_METRIC
 
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.yaml"
-GATE_METRIC = {"classifier": "macro_f1", "ner": "entity_f1"}
 
 
 def score(model, task: str, split: Split) -> tuple[dict, list[dict], list]:
@@ -80,15 +78,7 @@ def metrics_document(
 
 
 def write_json(path: Path, doc: dict) -> Path:
-    """Atomic write (temp file then rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, doc, indent=1)
 
 
 def evaluate(

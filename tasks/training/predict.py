@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-CLASS_NAMES = {0: "cancer", 1: "neurological", 2: "other"}
+from tasks.vocab import class_name
 
 
 @contextlib.contextmanager
@@ -132,7 +132,7 @@ def resolve_nemo(ref: str) -> Path:
     import mlflow
     from tasks.settings import get_settings
 
-    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+    mlflow.set_tracking_uri(get_settings().tracking_uri())
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
     except MlflowException as exc:
@@ -151,7 +151,7 @@ def predict_texts(model, task: str, texts: Sequence[str]) -> list[dict]:
         rows = []
         for p in classify(model, texts):
             label = max(range(len(p)), key=p.__getitem__)
-            rows.append({"label": label, "name": CLASS_NAMES.get(label, str(label)), "probabilities": p})
+            rows.append({"label": label, "name": class_name(label), "probabilities": p})
         return rows
     sentences = [" ".join(t.split()) for t in texts]
     return [

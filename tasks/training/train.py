@@ -36,6 +36,7 @@ from tasks.training import config as C
 from tasks.training.data import read_all, write_scratch
 from tasks.training.evaluate import GATE_METRIC, behaviour, metrics_document, score, write_json
 from tasks.training.fingerprint import config_fingerprint
+from tasks.vocab import CLASS_NAMES, Model
 
 log = logging.getLogger("ncbi_retrain.train")
 
@@ -71,12 +72,12 @@ def _mlflow_experiment(task: str):
     from tasks.settings import get_settings
 
     s = get_settings()
-    uri = s.mlflow_tracking_uri
-    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    uri = s.tracking_uri()
+    local = s.is_local_store()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    name = s.registered_name(task)
+    name = Model(task).registered_name
     try:
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
@@ -159,7 +160,7 @@ def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
 
     if task == "classifier":
         names, cm, per_class = (
-            ["cancer", "neurological", "other"],
+            list(CLASS_NAMES),
             metrics["confusion_matrix"],
             metrics["per_class"],
         )

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from dag_helpers import small_slice
 
+from tasks.vocab import RunParams
+
 pytestmark = pytest.mark.container
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -57,7 +59,7 @@ def test_train_step_runs_in_the_image_and_is_visible_from_the_host(
 ):
     """`ncbi_retrain`'s train task, through the docker launcher: MLflow run + files land on the host."""
     import mlflow
-    from tasks.pipeline import RunOptions, train
+    from tasks.pipeline import train
 
     project = tmp_path / "project"
     small_slice(imported_data, project / "data")
@@ -68,7 +70,7 @@ def test_train_step_runs_in_the_image_and_is_visible_from_the_host(
         NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT=str(store / "artifacts"),
         NCBI_RETRAIN_GIT_COMMIT=COMMIT,
     )
-    out = train("classifier", RunOptions(profile="tiny"), str(project / "data"), "v-test", "container-run-1")
+    out = train("classifier", RunParams(profile="tiny"), str(project / "data"), "v-test", "container-run-1")
 
     metrics = json.loads(Path(out["metrics"]).read_text())
     assert metrics["task"] == "classifier"
@@ -160,7 +162,7 @@ def test_train_step_timeout_registers_nothing(
     # One second cannot cover interpreter start + NeMo import (7-13 s), let alone a fit.
     monkeypatch.setattr(pipeline, "TRAIN_TIMEOUT_S", {"tiny": 1})
     with pytest.raises(JobFailed, match="train-classifier timed out after 1 s"):
-        pipeline.train("classifier", pipeline.RunOptions(profile="tiny"), str(project / "data"), "v", "t-1")
+        pipeline.train("classifier", RunParams(profile="tiny"), str(project / "data"), "v", "t-1")
     assert leftovers("train-classifier") == []
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.search_registered_models() == []

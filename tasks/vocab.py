@@ -1,0 +1,180 @@
+"""The project's vocabulary, defined once: models, profiles, registered names, gate metrics, class names,
+and the typed records that travel between the DAG tasks, the CLI and files.
+
+Every other module (and the DAG files) imports these instead of restating them. Cheap to import: the
+standard library and pydantic only (the DAG files import it at parse time).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Model(StrEnum):
+    """The two models this project keeps fresh."""
+
+    classifier = "classifier"  # 3-class PubMed abstract classifier (NeMo TextClassificationModel)
+    ner = "ner"  # disease tagger, IOB B/I/O (NeMo TokenClassificationModel)
+
+    @property
+    def registered_name(self) -> str:
+        """The MLflow registered model name."""
+        return REGISTERED_NAMES[self]
+
+    @property
+    def gate_metric(self) -> str:
+        """The metric the gate decides on (classifier macro-F1, NER strict IOB2 entity F1)."""
+        return GATE_METRIC[self]
+
+    @classmethod
+    def parse(cls, value: str) -> Model:
+        """`classifier` / `ner`, or a registered model name; anything else is a UsageError."""
+        for model in cls:
+            if value in (model.value, model.registered_name):
+                return model
+        from tasks.errors import UsageError
+
+        raise UsageError(f"unknown model {value!r}: expected classifier or ner")
+
+
+class Profile(StrEnum):
+    """Training profiles: a tiny random BERT (tests), MiniLM-L6 on CPU, production GPU (bf16)."""
+
+    tiny = "tiny"
+    cpu = "cpu"
+    gpu = "gpu"
+
+    @classmethod
+    def parse(cls, value: str) -> Profile:
+        try:
+            return cls(value)
+        except ValueError:
+            from tasks.errors import UsageError
+
+            raise UsageError(
+                f"unknown profile {value!r}: expected one of {', '.join(p.value for p in cls)}"
+            ) from None
+
+
+class PromoteMode(StrEnum):
+    """What a passed gate does to `champion` in a retraining run."""
+
+    auto = "auto"  # champion moves when the gate passes
+    never = "never"  # challenger only
+
+
+class Alias(StrEnum):
+    """MLflow registry aliases; moving them is the only promotion mechanism."""
+
+    champion = "champion"
+    challenger = "challenger"
+
+
+MODELS: tuple[Model, ...] = tuple(Model)
+PROFILES: tuple[Profile, ...] = tuple(Profile)
+REGISTERED_NAMES = {Model.classifier: "ncbi-disease-classifier", Model.ner: "ncbi-disease-ner"}
+GATE_METRIC = {Model.classifier: "macro_f1", Model.ner: "entity_f1"}
+
+SPLITS = ("train", "dev", "test")
+CLASS_LABELS = (0, 1, 2)
+CLASS_NAMES = ("cancer", "neurological", "other")  # index = label (MeSH C04 / C10 / neither)
+TAGS = ("B", "I", "O")
+ENTITY_TYPE = "Disease"  # the one entity type of the NCBI corpus (seqeval wants typed tags)
+
+
+def class_name(label: int | str) -> str:
+    """0 -> cancer, 1 -> neurological, 2 -> other (the label itself when unknown)."""
+    i = int(label)
+    return CLASS_NAMES[i] if 0 <= i < len(CLASS_NAMES) else str(label)
+
+
+def champion_asset_name(model: Model | str) -> str:
+    """The Airflow Asset that records each new champion of `model`."""
+    return f"{Model(model).registered_name}@{Alias.champion}"
+
+
+def champion_asset_uri(model: Model | str) -> str:
+    return f"mlflow://models/{Model(model).registered_name}/{Alias.champion}"
+
+
+# ------------------------------------------------------------------------------------- records
+class Record(BaseModel):
+    """Base of the records passed between DAG tasks (as JSON-able dicts in XCom) and written to files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON-able dict that travels in XCom."""
+        return self.model_dump(mode="json")
+
+
+class RunParams(Record):
+    """The `ncbi_retrain` DAG run's Params form, checked: what to train and how.
+
+    Empty strings and None both mean "the profile's default"; a bad value is one sentence naming the
+    param (raised as UsageError by `from_params`).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    data_revision: str | None = None
+    models: Model | None = None  # None: both
+    profile: Profile = Profile.cpu
+    epochs: int | None = Field(None, ge=1, le=1000)
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    encoder: str | None = None
+    max_seq_length: int | None = Field(None, ge=8, le=4096)
+    promote: PromoteMode = PromoteMode.auto
+    force: bool = False
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _both(cls, value: Any) -> Any:
+        return None if value in (None, "both") else value
+
+    @field_validator("profile", "promote", "force", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return cls.model_fields[info.field_name].default
+        return value
+
+    @classmethod
+    def from_params(cls, params: Any) -> RunParams:
+        """Build from the Params dict; raise UsageError naming the first bad param."""
+        from pydantic import ValidationError
+
+        from tasks.errors import UsageError
+
+        try:
+            return cls.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "params"
+            raise UsageError(
+                f"param {key} is {err.get('input')!r}: {err['msg'][:1].lower()}{err['msg'][1:]}"
+            ) from None
+
+    def selected(self, model: Model | str) -> bool:
+        return self.models is None or self.models == Model(model)
+
+    def overrides(self) -> list[str]:
+        """The Params as the training config's dotted overrides (empty: the profile's defaults)."""
+        out = []
+        if self.epochs is not None:
+            out.append(f"trainer.max_epochs={self.epochs}")
+        if self.learning_rate is not None:
+            out.append(f"model.optim.lr={self.learning_rate:g}")
+        if self.encoder is not None:
+            out.append(f"model.language_model.pretrained_model_name={self.encoder}")
+        if self.max_seq_length is not None:
+            out.append(f"model.dataset.max_seq_length={self.max_seq_length}")
+        return out
