@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     trainer_image: str = Field("localhost/ncbi-retrain-trainer:latest", description="Trainer image.")
     docker_url: str = Field("unix:///var/run/docker.sock", description="Docker-compatible API socket.")
     k8s_namespace: str = "default"
-    gpu_pool: str = "gpu"
+    gpu_pool: str = Field("gpu", description="Airflow pool that bounds concurrent training jobs.")
+    gpu_queue: str = Field(
+        "gpu", description="Executor queue of the training tasks (Celery: the GPU workers consume it)."
+    )
     webhook_url: str | None = Field(None, description="Posted a JSON summary when a DAG run fails.")
 
     def path(self, p: Path) -> Path:
