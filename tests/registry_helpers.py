@@ -160,13 +160,13 @@ def use_store(uri: str, monkeypatch) -> str:
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     import mlflow
-    from tasks import registry
+    from tasks.registry import service
     from tasks.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("NCBI_RETRAIN_MLFLOW_TRACKING_URI", uri)
     settings = Settings()
-    monkeypatch.setattr(registry, "get_settings", lambda: settings)
+    monkeypatch.setattr(service, "get_settings", lambda: settings)
     monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)

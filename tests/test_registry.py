@@ -18,6 +18,9 @@ from registry_helpers import (
 from tasks import registry
 from tasks.errors import DataError, GateFailed, UsageError
 from tasks.gates import decide, load_metrics
+from tasks.registry import register as registering
+from tasks.registry.aliases import record
+from tasks.registry.service import client
 
 GOLD = [i % 3 for i in range(150)]
 GOOD = classifier_metrics(noisy_preds(GOLD, 0.92, 1), GOLD, model="good")
@@ -34,7 +37,7 @@ def store(empty_sqlite_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def aliases() -> dict[str, str]:
-    return {a: str(v) for a, v in registry._client().get_registered_model(NAME).aliases.items()}
+    return {a: str(v) for a, v in client().get_registered_model(NAME).aliases.items()}
 
 
 def test_register_twice_gives_one_version_with_all_tags(store):
@@ -128,15 +131,15 @@ def test_missing_or_corrupt_nemo_cannot_be_promoted(store, nemo, message):
 
 def test_a_retry_after_a_crash_finds_the_version_and_finishes_the_alias(store, monkeypatch):
     run_id = log_candidate(metrics=GOOD)
-    real = registry._move_alias
+    real = registering.move_alias
 
     def crash(*args, **kwargs):
         raise RuntimeError("worker killed")
 
-    monkeypatch.setattr(registry, "_move_alias", crash)
+    monkeypatch.setattr(registering, "move_alias", crash)
     with pytest.raises(RuntimeError):
         registry.register_run("classifier", run_id, None)
-    monkeypatch.setattr(registry, "_move_alias", real)
+    monkeypatch.setattr(registering, "move_alias", real)
     version = registry.register_run("classifier", run_id, None)
     assert version.version == "1" and not version.created and aliases() == {"challenger": "1"}
     # The version that existed before the alias already had every tag.
@@ -147,14 +150,14 @@ def test_racing_registration_keeps_the_lowest_version(store, monkeypatch):
     """The other process's version committed while we were not looking: ours is deleted, theirs returned."""
     run_id = log_candidate(metrics=GOOD)
     theirs = registry.register_run("classifier", run_id, None)
-    real = registry._versions_of_run
+    real = registering._versions_of_run
     calls = {"n": 0}
 
     def blind_first(*args):
         calls["n"] += 1
         return [] if calls["n"] == 1 else real(*args)
 
-    monkeypatch.setattr(registry, "_versions_of_run", blind_first)
+    monkeypatch.setattr(registering, "_versions_of_run", blind_first)
     ours = registry.register_run("classifier", run_id, None)
     assert ours.version == theirs.version == "1" and not ours.created
     assert [v["version"] for v in registry.list_versions("classifier")] == ["1"]
@@ -162,11 +165,11 @@ def test_racing_registration_keeps_the_lowest_version(store, monkeypatch):
 
 def test_history_spills_into_pages_without_losing_moves(store):
     registry.register_run("classifier", log_candidate(metrics=GOOD), None)
-    client = registry._client()
+    mlflow_client = client()
     for i in range(40):
         entry = {"when": "t", "who": "w", "alias": "x", "from": str(i), "to": str(i + 1), "why": "y" * 250}
-        registry._record(client, NAME, entry)
-    tags = client.get_registered_model(NAME).tags
+        record(mlflow_client, NAME, entry)
+    tags = mlflow_client.get_registered_model(NAME).tags
     assert all(len(v) <= 5000 for k, v in tags.items() if k.startswith("alias_history"))
     assert len([k for k in tags if k.startswith("alias_history.")]) >= 2
     moves = [m for m in registry.history("classifier") if m["alias"] == "x"]

@@ -75,8 +75,8 @@ def run_dag(dagbag, conf: dict):
 
 
 def versions(model: str) -> list[dict]:
-    from tasks.registry import _client as client  # noqa: F401  (same store as the DAG)
     from tasks.registry import list_versions, registered_name
+    from tasks.registry.service import client  # noqa: F401  (same store as the DAG)
 
     try:
         return list_versions(registered_name(model))

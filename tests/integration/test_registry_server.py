@@ -72,8 +72,9 @@ def _racer(uri: str, name: str, run_ids: list[str], barrier, results) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["NCBI_RETRAIN_MLFLOW_TRACKING_URI"] = uri
     from tasks import registry as reg
+    from tasks.registry.service import client
 
-    reg._client()  # import MLflow and connect before the start line, so both really race
+    client()  # import MLflow and connect before the start line, so both really race
     for run_id in run_ids:
         barrier.wait(timeout=60)
         rv = reg.register_run(name, run_id, None)
