@@ -143,7 +143,7 @@ E_SET, E_REGEX, E_NOT_REGEX, E_UNIQUE, E_NOT_NULL = (
     "expect_column_values_to_be_unique",
     "expect_column_values_to_not_be_null",
 )
-E_ONE_SPLIT, E_COUNTS, E_IOB = (  # the custom expectations of tasks.validation_gx
+E_ONE_SPLIT, E_COUNTS, E_IOB = (  # the custom expectations of tasks.validation.expectations
     "expect_column_values_to_be_in_one_split",
     "expect_column_pair_values_to_have_equal_token_counts",
     "expect_column_values_to_be_valid_iob_sequence",
