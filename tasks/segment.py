@@ -13,8 +13,8 @@ made from the PubTator release by standoff2conll, whose conventions this module 
 
 Measured on the release (docs/data.md, `ncbi-retrain data compare`): 7287 of 7287 sentences identical to
 the CoNLL split, tokens and tags; 6881 of 6881 mentions become exactly one entity.
-Why by hand: the split to reproduce is this rule set's output; general splitters on PyPI (pysbd, syntok)
-reproduce far fewer sentences (docs/data.md), and the tokeniser is one regular expression.
+Why by hand: the split to reproduce is this rule set's output; PyPI's splitters reproduce fewer sentences
+(pysbd 0.3.4: 89.7%, syntok 1.4.4: 96.8%; docs/data.md), and the tokeniser is one regular expression.
 Pure Python, no heavy imports: both environments use it.
 """
 
@@ -117,15 +117,17 @@ def _reach(chars: Iterable[str], inner_start: str, target: str) -> bool:
     return False
 
 
-def split_paragraph(text: str) -> list[tuple[int, int]]:
+def split_paragraph(text: str, *, ends_document: bool = True) -> list[tuple[int, int]]:
     """Sentence spans (start, end) of one paragraph (no line breaks), each from its first to its last
-    non-space character."""
+    non-space character. A stray run of terminators (" ?!") joins the sentence before it, except at the
+    very end of the document (as GeniaSS's post-processing, which sees the title and abstract as one text)."""
     candidates = [m.span() for m in _CANDIDATE.finditer(text)]
     sentences: list[tuple[int, int]] = []
     for start, end in candidates:
         if sentences:
             prev_start, prev_end = sentences[-1]
-            punct_only = _PUNCT_ONLY.fullmatch(text, start, end) and (start, end) != candidates[-1]
+            last = ends_document and (start, end) == candidates[-1]
+            punct_only = _PUNCT_ONLY.fullmatch(text, start, end) and not last
             if (
                 punct_only
                 or _inside_brackets(text, prev_end, start)
@@ -141,7 +143,8 @@ def split_sentences(doc: Document) -> list[tuple[int, int]]:
     """Sentence spans over `doc.text` (title + " " + abstract): the title's, then the abstract's, with
     every break that would cut a mention taken back."""
     offset = len(doc.title) + 1
-    spans = split_paragraph(doc.title) + [(s + offset, e + offset) for s, e in split_paragraph(doc.abstract)]
+    title = split_paragraph(doc.title, ends_document=False)
+    spans = title + [(s + offset, e + offset) for s, e in split_paragraph(doc.abstract)]
     merged: list[tuple[int, int]] = []
     for start, end in spans:
         if merged and any(m.start < start and m.end > merged[-1][1] for m in doc.mentions):

@@ -211,3 +211,9 @@ def test_compare_classifies_differences() -> None:
     assert r.examples[0] == {"derived": ["A b . C d ."], "reference": ["A b .", "C d ."]}
     same = compare(reference, reference)
     assert same.identical == 5 and same.identical_share == 1.0 and not any(same.differences.values())
+
+
+def test_stray_terminators_join_except_at_the_document_end() -> None:
+    assert sentences("It ended . ?!") == ["It ended .", "?!"]
+    text = "It ended . ?!"
+    assert [text[a:b] for a, b in split_paragraph(text, ends_document=False)] == ["It ended . ?!"]
