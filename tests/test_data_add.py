@@ -275,3 +275,45 @@ def test_missing_data_directory_is_a_usage_error(tmp_path: Path, mesh: str, caps
     assert run([*add_args(tmp_path / "nothing", NEW), "--mesh", mesh]) == 2
     assert "no MANIFEST.json" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_add_then_publish_makes_a_new_data_version(
+    imported_data: Path, mesh: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import shutil
+    import subprocess
+
+    from dvc.repo import Repo
+
+    from tasks.versioning import publish, pull
+
+    monkeypatch.setenv("NCBI_RETRAIN_DVC_REMOTE_URL", str(tmp_path / "remote"))
+    get_settings.cache_clear()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "test@example.org")
+    git("config", "user.name", "test")
+    git("config", "commit.gpgsign", "false")
+    (repo / ".gitignore").write_text("/data\n")
+    Repo.init(str(repo)).close()
+    shutil.copytree(imported_data, repo / "data")
+    try:
+        v1 = publish(repo, None)
+        git("add", "-A")
+        git("commit", "-qm", "v1")
+        assert run([*add_args(repo / "data", NEW), "--mesh", mesh]) == 0
+        v2 = publish(repo, None)
+        git("add", "data.dvc")
+        git("commit", "-qm", "v2")
+        assert v2 != v1
+        added = tree_bytes(repo / "data")
+        assert pull(repo, "HEAD~1") == v1 and tree_bytes(repo / "data") == tree_bytes(imported_data)
+        assert pull(repo, "HEAD") == v2 and tree_bytes(repo / "data") == added
+    finally:
+        get_settings.cache_clear()
+    assert "data publish" in capsys.readouterr().out

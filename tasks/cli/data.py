@@ -87,7 +87,9 @@ def add(
     pubtator: str = typer.Option(
         ..., "--pubtator", help="PubTator file with the new annotated documents (a path or URL)."
     ),
-    split: str = typer.Option("train", "--split", help="Split to add to: train or dev (test: see below)."),
+    split: str = typer.Option(
+        "train", "--split", help="Split to add to: train or dev (test: --unfreeze-test)."
+    ),
     unfreeze_test: bool = typer.Option(
         False,
         "--unfreeze-test",
