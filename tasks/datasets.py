@@ -1,5 +1,8 @@
 """`data import`: the NCBI release + MeSH 2017 -> NeMo's formats in one data directory, with MANIFEST.json.
 
+ner3 comes from the CoNLL IOB split when one is given (`iob`), else from the PubTator documents alone
+(`tasks.segment`, which reproduces that split sentence for sentence on the release; docs/data.md).
+
 Layout written (all UTF-8, LF, no header, byte-identical for the same sources):
 
     tc3/{train,dev,test}.tsv      text<TAB>label, one row per unique PMID, sorted by PMID as strings (the
@@ -41,7 +44,8 @@ from tasks.corpus import (
 from tasks.errors import DataError, UsageError
 from tasks.files import staged_dir
 from tasks.provenance import sha256_file
-from tasks.vocab import SPLITS
+from tasks.segment import DIFFERENCE_KINDS, compare, document_sentences, mention_coverage
+from tasks.vocab import SPLITS, TAGS
 
 PUBTATOR_FILES = {
     "train": "NCBItrainset_corpus.txt",
@@ -51,13 +55,21 @@ PUBTATOR_FILES = {
 IOB_FILES = {"train": "train.tsv", "dev": "devel.tsv", "test": "test.tsv"}
 MANIFEST_SCHEMA = 1
 FETCH_TIMEOUT_S = 60
+TC3_ORDER = "rows sorted by PMID compared as strings; tc3/{split}.ids gives each row's PMID"
+NER3_RULE = (
+    "ner3 derived from the PubTator documents alone (tasks/segment.py), standoff2conll's conventions: title "
+    "and abstract split apart; a sentence ends after . ! ? and white space unless a GeniaSS-style rule keeps "
+    "it together (brackets, a lowercase word or a conjunction/preposition next, e.g./i.e./vs./initials) or "
+    "the break would cut a mention; tokens are runs of ASCII letters and digits or single other "
+    "characters; every token a mention touches is tagged (B first, then I); documents in PMID string order."
+)
 
 
 def is_url(src: str) -> bool:
     return src.split("://", 1)[0].lower() in {"http", "https", "file"} and "://" in src
 
 
-def _source(src: str, name: str | None, tmp: Path) -> tuple[Path, str]:
+def source_path(src: str, name: str | None, tmp: Path) -> tuple[Path, str]:
     """A local path for `src` (a directory holding `name`, a file, or a URL fetched into `tmp`) and how to
     name it in messages."""
     if is_url(src):
@@ -79,12 +91,13 @@ def _source(src: str, name: str | None, tmp: Path) -> tuple[Path, str]:
     return path, str(path)
 
 
-def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool = False) -> dict:
+def import_corpus(pubtator: str, iob: str | None, mesh: str, out: Path, *, force: bool = False) -> dict:
     """Read and check the release, derive the tc3 labels, write OUT atomically; return the manifest.
 
     Args:
         pubtator: directory or base URL holding the three NCBI*set_corpus.txt PubTator files.
-        iob: directory or base URL holding the CoNLL split train.tsv, devel.tsv, test.tsv.
+        iob: directory or base URL holding the CoNLL split train.tsv, devel.tsv, test.tsv; None derives
+            ner3 from the PubTator documents alone (`tasks.segment`).
         mesh: the MeSH tree file (Tree Number, Desc Ui, Term), a path or URL.
         out: the data directory to create; an existing non-empty one is replaced only with `force`.
 
@@ -97,16 +110,16 @@ def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool 
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="ncbi-import-") as tmp_s:
         tmp = Path(tmp_s)
-        sources: dict[str, dict[str, dict]] = {"pubtator": {}, "iob": {}, "mesh": {}}
+        sources: dict[str, dict[str, dict]] = {"pubtator": {}, **({"iob": {}} if iob else {}), "mesh": {}}
         docs: dict[str, list[Document]] = {}
         sentences: dict[str, list[Sentence]] = {}
         where_iob: dict[str, str] = {}
         first_seen: dict[str, tuple[str, str, int]] = {}
         for split in SPLITS:
-            path, where = _source(pubtator, PUBTATOR_FILES[split], tmp)
+            path, where = source_path(pubtator, PUBTATOR_FILES[split], tmp)
             sources["pubtator"][PUBTATOR_FILES[split]] = _describe(path)
             listed = read_pubtator(path, where, warnings)
-            docs[split] = unique_documents(listed, where, warnings)
+            docs[split] = sorted(unique_documents(listed, where, warnings), key=lambda d: d.pmid)
             for doc in docs[split]:  # leakage across splits would make every test score meaningless
                 if (prev := first_seen.get(doc.pmid)) and prev[0] != split:
                     raise DataError(
@@ -114,14 +127,20 @@ def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool 
                         f"({prev[1]}:{prev[2]})."
                     )
                 first_seen[doc.pmid] = (split, where, doc.line)
-            path, where_iob[split] = _source(iob, IOB_FILES[split], tmp)
-            sources["iob"][IOB_FILES[split]] = _describe(path)
-            sentences[split] = read_iob(path, where_iob[split])
-        mesh_path, mesh_where = _source(mesh, None, tmp)
+            if iob:
+                path, where_iob[split] = source_path(iob, IOB_FILES[split], tmp)
+                sources["iob"][IOB_FILES[split]] = _describe(path)
+                sentences[split] = read_iob(path, where_iob[split])
+            else:
+                name = PUBTATOR_FILES[split]
+                sentences[split] = [s for d in docs[split] for s in document_sentences(d, name, warnings)]
+        mesh_path, mesh_where = source_path(mesh, None, tmp)
         sources["mesh"][mesh.rstrip("/").rsplit("/", 1)[-1]] = _describe(mesh_path)
         tree = read_mesh_tree(mesh_path, mesh_where)
 
-    for split in SPLITS:  # the CoNLL split was made from these documents: one entity per unique mention
+    for split in (
+        SPLITS if iob else ()
+    ):  # the CoNLL split was made from these documents: one entity per mention
         mentions = sum(len(d.mentions) for d in docs[split])
         entities = sum(s.entities for s in sentences[split])
         if mentions != entities:
@@ -134,30 +153,11 @@ def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool 
     files: dict[str, bytes] = {}
     splits: dict[str, dict] = {}
     for split in SPLITS:
-        rows = sorted(docs[split], key=lambda d: d.pmid)
-        labels = [document_label(d, tree) for d in rows]
-        files[f"tc3/{split}.tsv"] = "".join(
-            f"{d.text}\t{y}\n" for d, y in zip(rows, labels, strict=True)
-        ).encode()
-        files[f"tc3/{split}.ids"] = "".join(f"{d.pmid}\n" for d in rows).encode()
-        sents = sentences[split]
-        files[f"ner3/text_{split}.txt"] = "".join(" ".join(s.tokens) + "\n" for s in sents).encode()
-        files[f"ner3/labels_{split}.txt"] = "".join(" ".join(s.tags) + "\n" for s in sents).encode()
-        per_class = Counter(labels)
-        tags = Counter(t for s in sents for t in s.tags)
-        splits[split] = {
-            "tc3": {"rows": len(rows), "per_class": {str(c): per_class.get(c, 0) for c in LABEL_NAMES}},
-            "ner3": {
-                "sentences": len(sents),
-                "tokens": sum(tags.values()),
-                "entities": tags["B"],
-                "tags": {t: tags.get(t, 0) for t in ("B", "I", "O")},
-            },
-            "pubtator": {
-                "unique_pmids": len(rows),
-                "mentions": sum(len(d.mentions) for d in rows),
-            },
-        }
+        rows = [(d.pmid, d.text, document_label(d, tree)) for d in docs[split]]
+        files.update(split_files(split, rows, ner3_lines(sentences[split])))
+        splits[split] = split_counts(
+            [y for _, _, y in rows], labels_lines(files, split), sum(len(d.mentions) for d in docs[split])
+        )
 
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -165,16 +165,97 @@ def import_corpus(pubtator: str, iob: str, mesh: str, out: Path, *, force: bool 
         "sources": sources,
         "labels": {str(k): v for k, v in LABEL_NAMES.items()},
         "label_rule": LABEL_RULE,
-        "tc3_order": "rows sorted by PMID compared as strings; tc3/{split}.ids gives each row's PMID",
+        **({} if iob else {"ner3_rule": NER3_RULE}),
+        "tc3_order": TC3_ORDER,
         "splits": splits,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+        "files": file_digests(files),
         "warnings": warnings,
     }
-    files["MANIFEST.json"] = (
-        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    ).encode()
+    files["MANIFEST.json"] = manifest_bytes(manifest)
     _write_atomically(out, files, force)
     return manifest
+
+
+def compare_release(pubtator: str, iob: str) -> dict:
+    """How closely ner3 derived from the PubTator files alone reproduces a CoNLL split of them.
+
+    Returns per split and in `total`: `sentences` (reference), `derived`, `identical` (same tokens and
+    tags, in order), `identical_share`, `differences` by kind (`tasks.segment.DIFFERENCE_KINDS`),
+    `mentions`, `entities` (mentions that become exactly one entity), `aligned` (mentions on token
+    boundaries); per split also the first differing blocks under `examples`.
+    """
+    result: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="ncbi-compare-") as tmp_s:
+        tmp = Path(tmp_s)
+        for split in SPLITS:
+            path, where = source_path(pubtator, PUBTATOR_FILES[split], tmp)
+            docs = sorted(unique_documents(read_pubtator(path, where, []), where, []), key=lambda d: d.pmid)
+            path, where = source_path(iob, IOB_FILES[split], tmp)
+            r = compare([s for d in docs for s in document_sentences(d)], read_iob(path, where))
+            result[split] = {
+                "sentences": r.sentences,
+                "derived": r.derived,
+                "identical": r.identical,
+                "identical_share": r.identical_share,
+                "differences": r.differences,
+                **mention_coverage(docs),
+                "examples": r.examples,
+            }
+    total: dict = {k: sum(r[k] for r in result.values()) for k in ("sentences", "derived", "identical")}
+    total["identical_share"] = total["identical"] / total["sentences"] if total["sentences"] else 1.0
+    total["differences"] = {k: sum(r["differences"][k] for r in result.values()) for k in DIFFERENCE_KINDS}
+    for k in ("mentions", "entities", "aligned"):
+        total[k] = sum(r[k] for r in result.values())
+    return {"splits": result, "total": total}
+
+
+def ner3_lines(sentences: list[Sentence]) -> tuple[list[str], list[str]]:
+    """The text and labels lines of ner3 (space-separated tokens / tags, no line end)."""
+    return [" ".join(s.tokens) for s in sentences], [" ".join(s.tags) for s in sentences]
+
+
+def split_files(
+    split: str, rows: list[tuple[str, str, int]], ner3: tuple[list[str], list[str]]
+) -> dict[str, bytes]:
+    """The four files of one split: tc3 rows (pmid, text, label) sorted by PMID as strings, their ids, and
+    the ner3 text and labels lines as given."""
+    rows = sorted(rows, key=lambda r: r[0])
+    text, labels = ner3
+    return {
+        f"tc3/{split}.tsv": "".join(f"{t}\t{y}\n" for _, t, y in rows).encode(),
+        f"tc3/{split}.ids": "".join(f"{p}\n" for p, _, _ in rows).encode(),
+        f"ner3/text_{split}.txt": "".join(line + "\n" for line in text).encode(),
+        f"ner3/labels_{split}.txt": "".join(line + "\n" for line in labels).encode(),
+    }
+
+
+def labels_lines(files: dict[str, bytes], split: str) -> list[str]:
+    return files[f"ner3/labels_{split}.txt"].decode().splitlines()
+
+
+def split_counts(labels: list[int], ner3_labels: list[str], mentions: int) -> dict:
+    """The MANIFEST counts of one split: tc3 rows per class, ner3 sentences / tokens / tags, PubTator."""
+    per_class = Counter(labels)
+    tags = Counter(t for line in ner3_labels for t in line.split(" "))
+    return {
+        "tc3": {"rows": len(labels), "per_class": {str(c): per_class.get(c, 0) for c in LABEL_NAMES}},
+        "ner3": {
+            "sentences": len(ner3_labels),
+            "tokens": sum(tags.values()),
+            "entities": tags["B"],
+            "tags": {t: tags.get(t, 0) for t in TAGS},
+        },
+        "pubtator": {"unique_pmids": len(labels), "mentions": mentions},
+    }
+
+
+def file_digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    """MANIFEST.json as written: sorted keys, 2-space indent, UTF-8, a final newline."""
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def _describe(path: Path) -> dict:

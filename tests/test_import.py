@@ -332,3 +332,56 @@ def test_url_refusal_names_the_url_and_line(release: Path, http_base: str, tmp_p
     shutil.copy(FIXTURES / P / TRAIN, target)
     assert run([*args, "--mesh", f"{http_base}/mesh/missing.txt", "--out", str(tmp_path / "o")]) == 2
     assert f"{http_base}/mesh/missing.txt: cannot fetch" in capsys.readouterr().err
+
+
+# --- ner3 from PubTator alone ---------------------------------------------------------------------------
+
+
+def test_reproduces_the_conll_split_from_pubtator_alone(shared_data: Path) -> None:
+    """The data-tier figures of docs/data.md, at the goals: >= 99% identical sentences, every mention one
+    entity."""
+    from tasks.datasets import compare_release
+
+    result = compare_release(
+        str(shared_data / "ncbi_disease" / "original"), str(shared_data / "ncbi_disease" / "iob")
+    )
+    for split, r in result["splits"].items():
+        assert r["sentences"] == EXPECTED[split]["sentences"]
+        assert r["identical_share"] >= 0.99, (split, r["differences"], r["examples"][:3])
+        assert r["entities"] == r["mentions"] == EXPECTED[split]["entities"]
+    total = result["total"]
+    assert total["identical_share"] >= 0.99
+    assert total["entities"] == total["mentions"] == 6881
+    assert total["aligned"] >= 6879  # two release mentions end one letter short of a word
+
+
+def test_import_without_iob_derives_ner3_that_validates(
+    imported_data: Path, shared_data: Path, tmp_path: Path, capsys
+) -> None:
+    from tasks.validation import validate_dir
+
+    out = tmp_path / "derived"
+    args = ["data", "import", "--pubtator", str(shared_data / "ncbi_disease" / "original")]
+    assert (
+        run([*args, "--mesh", str(shared_data / "mesh" / "2017MeshTree.txt"), "--out", str(out), "--json"])
+        == 0
+    )
+    manifest = json.loads(capsys.readouterr().out)
+    assert "iob" not in manifest["sources"] and "standoff2conll" in manifest["ner3_rule"]
+    assert any("PMID 10802668 mention 'autosomal dominant disorde'" in w for w in manifest["warnings"])
+    derived, reference = tree_bytes(out), tree_bytes(imported_data)
+    assert {n for n in derived if n != "MANIFEST.json"} == {n for n in reference if n != "MANIFEST.json"}
+    for name in reference:  # on the release the derived split is the CoNLL split, byte for byte
+        if name != "MANIFEST.json":
+            assert derived[name] == reference[name], name
+    assert validate_dir(out).valid
+
+
+def test_fixture_release_imports_without_iob(release: Path, tmp_path: Path) -> None:
+    with_iob, without = tmp_path / "with", tmp_path / "without"
+    assert run(import_args(release, with_iob)) == 0
+    args = [a for a in import_args(release, without) if a not in ("--iob", str(release / "iob"))]
+    assert run(args) == 0
+    for split in ("train", "dev", "test"):
+        for name in (f"ner3/text_{split}.txt", f"ner3/labels_{split}.txt", f"tc3/{split}.tsv"):
+            assert (without / name).read_bytes() == (with_iob / name).read_bytes(), name

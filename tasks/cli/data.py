@@ -1,4 +1,4 @@
-"""CLI commands: `data import`, `data publish`, `data pull`, `data version`."""
+"""CLI commands: `data import`, `data add`, `data compare`, `data publish`, `data pull`, `data version`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def import_(
         help="Directory or base URL with NCBI{train,develop,test}set_corpus.txt (PubTator).",
     ),
     iob: str = typer.Option(
-        None, "--iob", help="Directory or base URL with the CoNLL train.tsv, devel.tsv, test.tsv."
+        None,
+        "--iob",
+        help="Directory or base URL with the CoNLL train.tsv, devel.tsv, test.tsv; without it ner3 is "
+        "derived from the PubTator files alone (same sentences on the NCBI release, docs/data.md).",
     ),
     mesh: str = typer.Option(None, "--mesh", help="MeSH tree file (2017MeshTree.txt), a path or URL."),
     out: Path = typer.Option(None, "--out", help="Data directory to write (default: Settings.data_dir)."),
@@ -46,7 +49,8 @@ def import_(
 ) -> None:
     """Check the release; write tc3/ (3 classes, MeSH C04/C10 rule), ner3/ (B/I/O) and MANIFEST.json.
 
-    Defaults come from Settings.shared_data (../shared/data). A source that is not what it claims (wrong
+    --pubtator and --mesh default to Settings.shared_data (../shared/data). ner3 comes from --iob when
+    given, else from the PubTator documents (tasks/segment.py). A source that is not what it claims (wrong
     format, truncated, a mention outside or unlike its document) is refused with file:line and OUT is left
     as it was; the output is byte-identical for the same sources.
     """
@@ -58,12 +62,12 @@ def import_(
     out = out or s.path(s.data_dir)
     manifest = import_corpus(
         pubtator=pubtator or str(shared / "ncbi_disease" / "original"),
-        iob=iob or str(shared / "ncbi_disease" / "iob"),
+        iob=iob,
         mesh=mesh or str(shared / "mesh" / "2017MeshTree.txt"),
         out=out,
         force=force,
     )
-    lines = [f"imported into {out}"]
+    lines = [f"imported into {out}" + ("" if iob else " (ner3 derived from PubTator)")]
     for split, c in manifest["splits"].items():
         per = c["tc3"]["per_class"]
         lines.append(
@@ -76,6 +80,94 @@ def import_(
             f"  {len(manifest['warnings'])} accepted quirk(s), listed under 'warnings' in MANIFEST.json"
         )
     _emit(as_json, {"out": str(out), **manifest}, lines)
+
+
+@data_app.command("add")
+def add(
+    pubtator: str = typer.Option(
+        ..., "--pubtator", help="PubTator file with the new annotated documents (a path or URL)."
+    ),
+    split: str = typer.Option(
+        "train", "--split", help="Split to add to: train or dev (test: --unfreeze-test)."
+    ),
+    unfreeze_test: bool = typer.Option(
+        False,
+        "--unfreeze-test",
+        help="With --split test: change the frozen test split (scores before and after are not comparable).",
+    ),
+    mesh: str = typer.Option(
+        None,
+        "--mesh",
+        help="MeSH tree file (default: the one MANIFEST.json records, under Settings.shared_data/mesh/); "
+        "it must be the file the data was labelled with.",
+    ),
+    data: Path = typer.Option(None, "--data", help="Data directory to add to (default: Settings.data_dir)."),
+    as_json: bool = _JSON,
+) -> None:
+    """Append newly annotated abstracts: tc3 rows by the MeSH label rule, ner3 sentences derived from them.
+
+    Refused with file:line (exit 1): a document whose PMID or title + abstract is already in any split, a
+    mention outside or unlike its document, an unknown concept ID format. The test split is frozen unless
+    --split test --unfreeze-test. MANIFEST.json records the source (sha256) and the new counts. On any
+    error DATA is left exactly as it was. Then `ncbi-retrain data publish` makes the new data version.
+    """
+    from tasks.data_add import add_documents
+    from tasks.settings import get_settings
+
+    s = get_settings()
+    data = data or s.path(s.data_dir)
+    summary = add_documents(
+        data,
+        pubtator,
+        split=split,
+        mesh=mesh,
+        shared_mesh_dir=s.path(s.shared_data) / "mesh",
+        unfreeze_test=unfreeze_test,
+    )
+    added, tc3, ner3 = summary["added"], summary["splits"][split]["tc3"], summary["splits"][split]["ner3"]
+    per = tc3["per_class"]
+    lines = [
+        f"added {added['documents']} documents ({added['mentions']} mentions, {added['sentences']} "
+        f"sentences) from {added['source']} to the {split} split of {data}",
+        f"  {split:5}  tc3 {tc3['rows']} abstracts (cancer {per['0']}, neuro {per['1']}, other {per['2']})  "
+        f"ner3 {ner3['sentences']} sentences, {ner3['entities']} entities",
+    ]
+    if summary["warnings"]:
+        lines.append(f"  {len(summary['warnings'])} warning(s), listed under 'warnings' in MANIFEST.json")
+    lines.append("run `ncbi-retrain data publish` to make the new data version")
+    _emit(as_json, summary, lines)
+
+
+@data_app.command("compare")
+def compare(
+    pubtator: str = typer.Option(
+        None, "--pubtator", help="Directory or base URL with NCBI{train,develop,test}set_corpus.txt."
+    ),
+    iob: str = typer.Option(
+        None, "--iob", help="Directory or base URL with the CoNLL split to compare with."
+    ),
+    as_json: bool = _JSON,
+) -> None:
+    """How closely ner3 derived from PubTator alone reproduces the CoNLL split (default: the shared release).
+
+    Prints per split the sentences identical to the reference (tokens and tags), the differences by kind,
+    and how many mentions become exactly one entity (and start and end on token boundaries).
+    """
+    from tasks.datasets import compare_release
+    from tasks.settings import get_settings
+
+    s = get_settings()
+    shared = s.path(s.shared_data) / "ncbi_disease"
+    result = compare_release(pubtator or str(shared / "original"), iob or str(shared / "iob"))
+    lines = []
+    for name, r in [*result["splits"].items(), ("all", result["total"])]:
+        diff = ", ".join(f"{k} {v}" for k, v in r["differences"].items() if v) or "none"
+        lines.append(
+            f"{name:5}  sentences identical {r['identical']}/{r['sentences']} ({r['identical_share']:.2%}); "
+            f"mentions as one entity {r['entities']}/{r['mentions']}, on token boundaries "
+            f"{r['aligned']}/{r['mentions']}; differences: {diff}"
+        )
+    _emit(as_json, result, lines)
 
 
 @data_app.command("publish")
