@@ -40,7 +40,7 @@ from tasks.vocab import MODELS, Alias, Model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from tasks.gates import Decision
+    from tasks.vocab import GateDecision as Decision
 
 CHAMPION, CHALLENGER = Alias.champion.value, Alias.challenger.value
 HISTORY_TAG = "alias_history"
