@@ -36,7 +36,7 @@ from tasks.training import config as C
 from tasks.training.data import read_all, write_scratch
 from tasks.training.evaluate import GATE_METRIC, behaviour, metrics_document, score, write_json
 from tasks.training.fingerprint import config_fingerprint
-from tasks.vocab import CLASS_NAMES, Model
+from tasks.vocab import CLASS_NAMES, TAGS, Model
 
 log = logging.getLogger("ncbi_retrain.train")
 
@@ -156,8 +156,6 @@ def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tasks.metrics import TAG_INDEX
-
     if task == "classifier":
         names, cm, per_class = (
             list(CLASS_NAMES),
@@ -166,7 +164,7 @@ def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
         )
         f1s = {names[int(k)]: v["f1"] for k, v in per_class.items()}
     else:  # token-level confusion for reference; the bars add the strict entity F1
-        names = list(TAG_INDEX)
+        names = list(TAGS)
         cm, f1s = metrics["token_confusion_matrix"], dict(metrics["token_f1"])
         f1s["entity (strict)"] = metrics["entity_f1"]
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -302,11 +300,11 @@ def train(
 
         nemo_path = save_nemo(model, stage / "model.nemo", encoder)
         metrics, items, preds = score(model, task, splits["test"])
-        flat = _flat_metrics(task, metrics)
-        log.info("test %s: %s", task, " ".join(f"{k} {v:.4f}" for k, v in flat.items()))
         doc = metrics_document(
             task, "test", str(out / "model.nemo"), data_version, metrics, items, behaviour(model, task)
         )
+        flat = _flat_metrics(task, doc["metrics"])
+        log.info("test %s: %s", task, " ".join(f"{k} {v:.4f}" for k, v in flat.items()))
         write_json(stage / "metrics.json", doc)
         pred_path = _write_predictions(task, splits["test"], preds, stage)
         write_json(
@@ -364,6 +362,8 @@ def _flat_metrics(task: str, metrics: dict) -> dict[str, float]:
         else ("entity_precision", "entity_recall", "entity_f1", "token_accuracy", "token_macro_f1")
     )
     flat = {f"test_{k}": float(metrics[k]) for k in keys}
+    gate = GATE_METRIC[task]
+    flat.update({f"test_{gate}_ci_{end}": float(metrics[f"{gate}_ci"][end]) for end in ("low", "high")})
     if task == "classifier":
         flat.update({f"test_f1_class_{k}": v["f1"] for k, v in metrics["per_class"].items()})
     return flat
