@@ -129,6 +129,25 @@ def test_fingerprint_ignores_comments_and_key_order(tmp_path, monkeypatch) -> No
         config._base_schema.cache_clear()
 
 
+def test_profile_with_an_unknown_key_names_the_file_and_field(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from tasks.errors import DataError
+    from tasks.training import config
+
+    copy = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR, copy)
+    prof = copy / "profiles" / "cpu.yaml"
+    prof.write_text(prof.read_text().replace("max_epochs: 4", "max_epoch: 4", 1))
+    monkeypatch.setattr(config, "CONFIG_DIR", copy)
+    config._base_schema.cache_clear()
+    try:
+        with pytest.raises(DataError, match=r"cpu\.yaml: field classifier\.trainer\.max_epoch is not a key"):
+            compose("classifier", "cpu")
+    finally:
+        config._base_schema.cache_clear()
+
+
 def _reverse(node):
     return {k: _reverse(v) for k, v in reversed(node.items())} if isinstance(node, dict) else node
 
