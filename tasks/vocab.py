@@ -8,6 +8,7 @@ standard library and pydantic only (the DAG files import it at parse time).
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
     Field,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     computed_field,
     field_validator,
@@ -203,10 +205,6 @@ class Document(BaseModel):
         extra="allow", validate_by_alias=True, validate_by_name=True, serialize_by_alias=True
     )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-able dict, with the file's own key names."""
-        return self.model_dump(mode="json")
-
 
 class ClassifierItem(Document):
     """One test abstract: its PMID, gold and predicted class."""
@@ -276,17 +274,19 @@ class NerMetricsDocument(_MetricsDocument):
 MetricsDocument = ClassifierMetricsDocument | NerMetricsDocument
 
 
+@cache
+def _metrics_adapter() -> TypeAdapter:
+    return TypeAdapter(Annotated[MetricsDocument, Field(discriminator="task")])
+
+
 def parse_metrics(doc: Any, source: str = "metrics") -> MetricsDocument:
     """Validate a metrics.json document; a bad one is a DataError naming `source` and the field."""
-    from pydantic import TypeAdapter
-
     from tasks.errors import DataError
 
     if isinstance(doc, ClassifierMetricsDocument | NerMetricsDocument):
         return doc
-    adapter = TypeAdapter(Annotated[MetricsDocument, Field(discriminator="task")])
     try:
-        return adapter.validate_python(doc)
+        return _metrics_adapter().validate_python(doc)
     except ValidationError as exc:
         raise DataError(f"{source}: {field_error(exc)}") from None
 
