@@ -113,7 +113,7 @@ def plan_training(model: str, options: RunParams, data_version: str) -> dict[str
     fingerprint all equal the current champion's tags (unless `force`).
     """
     from tasks.registry import champion_version
-    from tasks.training.fingerprint import config_fingerprint
+    from tasks.training.config import config_fingerprint
 
     fingerprint = config_fingerprint(model, options.profile, options.overrides())
     commit = code_version()

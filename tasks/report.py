@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tasks.vocab import class_name
-
-if TYPE_CHECKING:
-    from tasks.gates import Decision
+from tasks.vocab import GateDecision, class_name
 
 
 def _plt():
@@ -20,7 +16,7 @@ def _plt():
     return plt
 
 
-def _confusion_png(decision: Decision, path: Path) -> None:
+def _confusion_png(decision: GateDecision, path: Path) -> None:
     plt = _plt()
     cm = decision.confusion_matrix or []
     names = [class_name(c) for c in decision.labels]
@@ -41,7 +37,7 @@ def _confusion_png(decision: Decision, path: Path) -> None:
     plt.close(fig)
 
 
-def _per_class_png(decision: Decision, path: Path) -> None:
+def _per_class_png(decision: GateDecision, path: Path) -> None:
     plt = _plt()
     keys = list(decision.per_class_f1)
     names = [class_name(k) for k in keys]
@@ -63,7 +59,7 @@ def _per_class_png(decision: Decision, path: Path) -> None:
     plt.close(fig)
 
 
-def _bootstrap_png(decision: Decision, path: Path) -> None:
+def _bootstrap_png(decision: GateDecision, path: Path) -> None:
     plt = _plt()
     boot = next(c for c in decision.checks if c.name.startswith("bootstrap_"))
     n = boot.numbers
@@ -91,7 +87,9 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def render_report(decision: Decision, out_dir: Path, stem: str, json_name: str | None = None) -> list[Path]:
+def render_report(
+    decision: GateDecision, out_dir: Path, stem: str, json_name: str | None = None
+) -> list[Path]:
     """Write `<stem>.md` and its plots into `out_dir`; return the files written (report last)."""
     out_dir = Path(out_dir)
     files: list[Path] = []

@@ -8,9 +8,20 @@ standard library and pydantic only (the DAG files import it at parse time).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    computed_field,
+    field_validator,
+)
 
 
 class Model(StrEnum):
@@ -178,3 +189,185 @@ class RunParams(Record):
         if self.max_seq_length is not None:
             out.append(f"model.dataset.max_seq_length={self.max_seq_length}")
         return out
+
+
+# =====================================================================================================
+# metrics.json and the gate decision (docs/architecture.md): validated documents, one sentence per error
+# =====================================================================================================
+Score = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]  # a number in [0, 1], never a bool or a string
+Count = Annotated[StrictInt, Field(ge=0)]
+
+
+class Document(BaseModel):
+    """A JSON document on disk: unknown keys are kept, so newer writers can add fields."""
+
+    model_config = ConfigDict(
+        extra="allow", validate_by_alias=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+
+class ClassifierItem(Document):
+    """One test abstract: its PMID, gold and predicted class."""
+
+    id: str | int
+    gold: StrictInt
+    pred: StrictInt
+
+
+class NerItem(Document):
+    """One test sentence (its line index): strict IOB2 entity counts."""
+
+    id: str | int
+    tp: Count
+    fp: Count
+    fn: Count
+
+
+class BehaviourRow(Document):
+    """One sentence of tasks/behaviour.yaml as the model saw it."""
+
+    text: str
+    expected: Any = None
+    predicted: Any = None
+    passed: bool | None = None
+
+
+class ClassifierScores(Document):
+    """`metrics` of a classifier metrics.json (more keys: accuracy, per_class, confusion_matrix, ...)."""
+
+    macro_f1: Score
+    labels: list[int] | None = None
+
+
+class NerScores(Document):
+    """`metrics` of an NER metrics.json (more keys: entity_precision, entity_recall, token_*, ...)."""
+
+    entity_f1: Score
+
+
+class _MetricsDocument(Document):
+    schema_version: int = Field(1, alias="schema")
+    split: str = "test"
+    data_version: str | None = None  # md5 from data.dvc
+    model: str | None = None  # the path or models:/ URI that was scored
+    behaviour: list[BehaviourRow] = Field(default_factory=list)
+
+
+class ClassifierMetricsDocument(_MetricsDocument):
+    """A classifier's metrics.json: one item per test abstract, in split order."""
+
+    task: Literal[Model.classifier]
+    gate_metric: Literal[GATE_METRIC[Model.classifier]] = GATE_METRIC[Model.classifier]
+    metrics: ClassifierScores
+    items: list[ClassifierItem]
+
+
+class NerMetricsDocument(_MetricsDocument):
+    """The tagger's metrics.json: one item per test sentence, in split order."""
+
+    task: Literal[Model.ner]
+    gate_metric: Literal[GATE_METRIC[Model.ner]] = GATE_METRIC[Model.ner]
+    metrics: NerScores
+    items: list[NerItem]
+
+
+MetricsDocument = ClassifierMetricsDocument | NerMetricsDocument
+
+
+@cache
+def _metrics_adapter() -> TypeAdapter:
+    return TypeAdapter(Annotated[MetricsDocument, Field(discriminator="task")])
+
+
+def parse_metrics(doc: Any, source: str = "metrics") -> MetricsDocument:
+    """Validate a metrics.json document; a bad one is a DataError naming `source` and the field."""
+    from tasks.errors import DataError
+
+    if isinstance(doc, ClassifierMetricsDocument | NerMetricsDocument):
+        return doc
+    try:
+        return _metrics_adapter().validate_python(doc)
+    except ValidationError as exc:
+        raise DataError(f"{source}: {field_error(exc)}") from None
+
+
+class GateCheck(BaseModel):
+    """One check of a gate decision, with the numbers behind it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # floor | bootstrap_non_inferior | bootstrap_superior | per_class_f1 | behaviour
+    passed: bool
+    numbers: dict[str, Any] = Field(default_factory=dict)
+    detail: str = ""
+
+
+class GateDecision(BaseModel):
+    """A gate decision (`decision.json`): `passed`, a one-sentence `reason`, every check and its numbers."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, validate_by_alias=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    schema_version: int = Field(1, alias="schema")
+    model: Model
+    profile: Profile
+    passed: bool
+    reason: str
+    checks: list[GateCheck]
+    metric: str
+    candidate_value: float
+    champion_value: float | None = None
+    data_version: str | None = None
+    candidate_model: str | None = None
+    champion_model: str | None = None
+    policy: dict[str, Any] = Field(default_factory=dict)
+    decided_at: str = ""
+    # Plot inputs, kept so that a report can be rebuilt from the JSON alone.
+    labels: list[int] = Field(default_factory=list)
+    confusion_matrix: list[list[int]] | None = None
+    per_class_f1: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    bootstrap_diffs: list[float] = Field(default_factory=list, repr=False)
+
+    @computed_field
+    @property
+    def gate(self) -> Literal["passed", "failed"]:
+        """The registry tag value."""
+        return "passed" if self.passed else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (`gate` and `schema` included)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "decision") -> GateDecision:
+        """Validate a decision document; a bad one is a DataError naming `source` and the field."""
+        from tasks.errors import DataError
+
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise DataError(f"{source}: {field_error(exc)}") from None
+
+
+def field_error(exc: ValidationError) -> str:
+    """The first error of a pydantic ValidationError as `field items[3].gold must be ..., got ...`."""
+    err = exc.errors(include_url=False)[0]
+    loc = list(err["loc"])
+    if loc and loc[0] in MODELS:  # the tag of a discriminated union, not a field
+        loc = loc[1:]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(root)"
+    kind, msg, got = err["type"], err["msg"], err.get("input")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        task = got.get("task") if isinstance(got, dict) else None
+        return f"field task must be {' or '.join(MODELS)}, got {task!r}"
+    if kind == "missing":
+        return f"field {path} is missing"
+    if kind == "extra_forbidden":
+        return f"field {path} is not a known field"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"field {path} must be an object, got {type(got).__name__}"
+    msg = msg.removeprefix("Value error, ")
+    msg = f"must be {msg.removeprefix('Input should be ')}" if msg.startswith("Input should be ") else msg
+    shown = repr(got)
+    return f"field {path} {msg}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"

@@ -159,6 +159,39 @@ def test_policy_validation_names_file_line_and_field(tmp_path: Path):
         load_policy("classifier", bad)
     with pytest.raises(UsageError, match="unknown profile"):
         decide("classifier", classifier_metrics(GOLD, GOLD), None, "laptop")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("  margin: 0.03", "  margn: 0.03", 1))
+    line = next(i for i, s in enumerate(typo.read_text().splitlines(), 1) if "margn" in s)
+    with pytest.raises(DataError, match=rf"typo.yaml:{line}: field classifier.margn is not a known field"):
+        load_policy("classifier", typo)
+
+
+def test_malformed_metrics_name_the_file_and_field(tmp_path: Path, capsys):
+    cand = classifier_metrics(noisy_preds(GOLD, 0.9, 11), GOLD)
+    cand["items"][3]["gold"] = "0"
+    path = tmp_path / "cand.json"
+    path.write_text(json.dumps(cand))
+    base = [
+        "gate",
+        "classifier",
+        "--profile",
+        "tiny",
+        "--champion",
+        "none",
+        "--out",
+        str(tmp_path / "d.json"),
+    ]
+    assert run([*base, "--candidate", str(path)]) == 1
+    assert f"{path}: field items[3].gold must be a valid integer, got '0'" in capsys.readouterr().err
+    ner = ner_metrics([(1, 0, 0)] * 3)
+    ner["metrics"]["entity_f1"] = True
+    with pytest.raises(DataError, match=r"candidate metrics: field metrics.entity_f1 must be a valid number"):
+        decide("ner", ner, None, "tiny")
+    with pytest.raises(DataError, match=r"field task must be classifier or ner, got 'parser'"):
+        decide("ner", dict(ner, task="parser"), None, "tiny")
+    one = ner_metrics([(1, 0, 0)])
+    with pytest.raises(DataError, match="needs at least 2 test items"):
+        decide("ner", one, ner_metrics([(0, 1, 1)], model="champ"), "tiny")
 
 
 def test_write_decision_json_report_and_plots(tmp_path: Path):

@@ -19,7 +19,7 @@ from tasks.vocab import MODELS, Model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from tasks.gates import Decision
+    from tasks.vocab import GateDecision as Decision
 
 LINEAGE_RUN_TAGS = (
     "data_version",

@@ -1,112 +1,183 @@
-"""Compose a training config: base YAML + profile + dotted overrides, with pyyaml only.
+"""The training config with OmegaConf, as NeMo's scripts compose theirs: base YAML, then the profile, then
+dotted overrides (`model.optim.lr=5e-5 trainer.max_epochs=3`), merged with `OmegaConf.merge`.
 
-NeMo's own scripts do this with Hydra; here it is plain dict merging so that the orchestration env
-(the DAG's skip-if-unchanged check) can compute the same resolved config without NeMo or OmegaConf.
-Interpolations such as `${model.language_model.pretrained_model_name}` stay unresolved here; OmegaConf
-resolves them when the config reaches NeMo.
+`configs/<model>.yaml` is the schema as well as the defaults: each value there gives its key a type
+(int, float, bool, str, list, section) in a structured config, so OmegaConf itself refuses a profile or
+an override with an unknown key or a value of the wrong type; the error becomes one sentence naming the
+key. Keys that are null or `???` in the base file, interpolations, and the Lightning arguments that take
+several types (`ANY_TYPED`: OmegaConf 2.3 has no Union) accept any value. Interpolations such as
+`${model.language_model.pretrained_model_name}` stay unresolved here; OmegaConf resolves them when NeMo
+reads the config.
+
+`resolve_config` is the one place that composes a config and its fingerprint: the DAG's plan step (the
+skip-if-unchanged check, orchestration env) and `train` (training env) both call it. No NeMo import.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import hashlib
+import json
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, List  # noqa: UP035  (OmegaConf 2.3 reads typing.List, not list[...])
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from tasks.errors import UsageError
-from tasks.vocab import MODELS, PROFILES
+from tasks.errors import DataError, UsageError
+from tasks.vocab import Model, Profile
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MISSING = "???"
+# Lightning Trainer arguments that take more than one type (devices: 1 | "auto" | [0, 1]; precision:
+# 32 | "bf16-mixed"; val_check_interval: 1.0 (fraction) | 50 (batches); logger: bool | a logger;
+# deterministic: bool | "warn").
+ANY_TYPED = frozenset(
+    {
+        "trainer.devices",
+        "trainer.precision",
+        "trainer.val_check_interval",
+        "trainer.logger",
+        "trainer.deterministic",
+    }
+)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+@dataclasses.dataclass(frozen=True)
+class ResolvedConfig:
+    """A composed config (typed, struct mode, interpolations unresolved) and its fingerprint."""
+
+    model: str
+    profile: str
+    overrides: tuple[str, ...]
+    config: DictConfig
+    fingerprint: str  # sha256 (16 hex) of the config: the DAG skips training when it equals the champion's
+
+    def to_container(self) -> dict[str, Any]:
+        """A plain dict copy, interpolations unresolved, `???` kept as the string."""
+        return OmegaConf.to_container(self.config, resolve=False)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+def _untyped(path: str, value: Any) -> bool:
+    return (
+        path in ANY_TYPED or value is None or (isinstance(value, str) and (value == MISSING or "${" in value))
+    )
+
+
+def _leaf_type(value: Any) -> Any:
+    if isinstance(value, list):
+        kinds = {type(v) for v in value}
+        inner = kinds.pop() if len(kinds) == 1 and kinds <= {bool, int, float, str} else Any
+        return List[inner]  # noqa: UP006
+    return type(value)
+
+
+def _schema(name: str, node: dict[str, Any], prefix: str = "") -> type:
+    """A dataclass whose fields have the types and defaults of the base YAML (recursively)."""
+    fields = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            sub = _schema(f"{name}_{key}", value, f"{path}.")
+            fields.append((key, sub, dataclasses.field(default_factory=sub)))
+        elif _untyped(path, value):
+            fields.append((key, Any, dataclasses.field(default=value)))
+        elif isinstance(value, list):
+            fields.append(
+                (key, _leaf_type(value), dataclasses.field(default_factory=lambda v=value: list(v)))
+            )
         else:
-            out[key] = copy.deepcopy(value)
-    return out
+            fields.append((key, _leaf_type(value), dataclasses.field(default=value)))
+    return dataclasses.make_dataclass(name, fields)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`model.optim.lr=5e-5` -> (["model", "optim", "lr"], 5e-05); values are YAML scalars or lists."""
+@cache
+def _base_schema(model: str) -> type:
+    base = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{model}.yaml"), resolve=False)
+    return _schema(f"{model.capitalize()}Config", base)
+
+
+def _problem(exc: OmegaConfBaseException) -> str:
+    """OmegaConf's own message, first line, as the tail of a sentence."""
+    msg = str(getattr(exc, "msg", None) or exc).splitlines()[0].strip()
+    return msg[:1].lower() + msg[1:]
+
+
+def _apply_override(cfg: DictConfig, text: str) -> DictConfig:
     key, sep, raw = text.partition("=")
     key = key.strip().lstrip("+")
+    # OmegaConf.from_dotlist reads a bare `key` as key=null: require the `=` as Hydra does.
     if not sep or not key or any(not part for part in key.split(".")):
         raise UsageError(f"override {text!r} is not KEY=VALUE with a dotted key such as model.optim.lr=5e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={raw}"]))
     except yaml.YAMLError as exc:
-        raise UsageError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from exc
-    return key.split("."), value
+        raise UsageError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from None
+    except ConfigKeyError as exc:
+        raise UsageError(f"override {text!r}: unknown config key {exc.full_key!r}") from None
+    except ValidationError as exc:
+        where = exc.full_key or key
+        if key.startswith(f"{where}."):
+            raise UsageError(f"override {text!r}: {where!r} is not a section of the config") from None
+        if isinstance(OmegaConf.select(cfg, where), DictConfig):
+            raise UsageError(
+                f"override {text!r}: {where!r} is a section of the config, not a value"
+            ) from None
+        raise UsageError(f"override {text!r}: config key {where!r}: {_problem(exc)}") from None
+    except OmegaConfBaseException as exc:
+        raise UsageError(f"override {text!r}: {_problem(exc)}") from None
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a copy of `cfg`; a key not in the config is a usage error (exit 2)."""
-    out = copy.deepcopy(cfg)
+def _with_profile(cfg: DictConfig, model: str, profile: str) -> DictConfig:
+    path = CONFIG_DIR / "profiles" / f"{profile}.yaml"
+    section = OmegaConf.load(path).get(model) or {}
+    try:
+        return OmegaConf.merge(cfg, section)
+    except ConfigKeyError as exc:
+        raise DataError(f"{path}: field {model}.{exc.full_key} is not a key of {model}.yaml") from None
+    except OmegaConfBaseException as exc:
+        raise DataError(f"{path}: field {model}.{exc.full_key}: {_problem(exc)}") from None
+
+
+def fingerprint(model: str, profile: str, cfg: DictConfig) -> str:
+    """sha256 (16 hex) of the config's values: key order and YAML comments do not change it."""
+    doc = {"model": model, "profile": profile, "config": OmegaConf.to_container(cfg, resolve=False)}
+    canonical = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_config(
+    model: str, profile: str, overrides: list[str] | tuple[str, ...] | None = None
+) -> ResolvedConfig:
+    """The config of `model` under `profile` with `overrides` applied, and its fingerprint.
+
+    Raises:
+        UsageError: an unknown model or profile, a malformed override, an unknown key or a wrong type.
+    """
+    model = Model.parse(model).value
+    profile = Profile.parse(profile).value
+    overrides = tuple(overrides or ())
+    cfg = _with_profile(OmegaConf.structured(_base_schema(model)), model, profile)
     for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            if not isinstance(node.get(part), dict):
-                where = ".".join(path[: i + 1])
-                raise UsageError(f"override {text!r}: {where!r} is not a section of the config")
-            node = node[part]
-        if path[-1] not in node:
-            raise UsageError(f"override {text!r}: unknown config key {'.'.join(path)!r}")
-        node[path[-1]] = value
-    return out
+        cfg = _apply_override(cfg, text)
+    return ResolvedConfig(model, profile, overrides, cfg, fingerprint(model, profile, cfg))
 
 
-def _fix_floats(node: Any) -> Any:
-    """YAML 1.1 leaves `5e-5` (no dot) a string: turn such numeric strings into floats."""
-    if isinstance(node, dict):
-        return {k: _fix_floats(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_fix_floats(v) for v in node]
-    if isinstance(node, str) and node[:1] in "0123456789.+-" and "e" in node.lower():
-        try:
-            return float(node)
-        except ValueError:
-            return node
-    return node
+def config_fingerprint(model: str, profile: str, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """The fingerprint alone (the DAG's plan step compares it with the champion's tag)."""
+    return resolve_config(model, profile, overrides).fingerprint
 
 
-def compose(model: str, profile: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The config for `model` under `profile` with `overrides` applied (unresolved interpolations)."""
-    if model not in MODELS:
-        raise UsageError(f"model {model!r} is not one of {', '.join(MODELS)}")
-    if profile not in PROFILES:
-        raise UsageError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
-    base = _read_yaml(CONFIG_DIR / f"{model}.yaml")
-    prof = _read_yaml(CONFIG_DIR / "profiles" / f"{profile}.yaml").get(model, {})
-    return _fix_floats(apply_overrides(_merge(base, prof), list(overrides or [])))
-
-
-def get(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1} (MLflow params)."""
+def flatten(cfg: DictConfig | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (MLflow params); interpolations unresolved."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=False)
     out: dict[str, Any] = {}
     for key, value in cfg.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out

@@ -8,7 +8,7 @@ import yaml
 
 from tasks.files import atomic_write_json
 from tasks.training.data import Split, read_split
-from tasks.vocab import GATE_METRIC
+from tasks.vocab import CLASS_LABELS, GATE_METRIC
 
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.yaml"
 
@@ -64,6 +64,21 @@ def metrics_document(
     items: list[dict],
     behaviour_rows: list[dict],
 ) -> dict:
+    """The metrics.json document; `metrics` gains `<gate metric>_ci`, the bootstrap CI of the gate metric
+    over the items (the gate policy's resamples, seed and confidence: the gate's own procedure)."""
+    from tasks.gates.policy import load_policy
+    from tasks.stats import metric_interval
+
+    policy = load_policy(task)
+    ci = metric_interval(
+        task,
+        items,
+        labels=metrics.get("labels") or CLASS_LABELS,
+        resamples=policy.resamples,
+        seed=policy.seed,
+        confidence=policy.confidence,
+    )
+    metrics = {**metrics, f"{GATE_METRIC[task]}_ci": ci.to_dict()}
     return {
         "schema": 1,
         "task": task,

@@ -20,6 +20,7 @@ Load it again with `tasks.training.predict.load(PATH_OR_URI)`, or through MLflow
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -30,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from tasks.errors import ServiceError, UsageError
-from tasks.training import config as C
+from tasks.training.config import flatten, resolve_config
 from tasks.training.data import read_all, write_scratch
 from tasks.training.evaluate import GATE_METRIC, behaviour, metrics_document, score, write_json
-from tasks.training.fingerprint import config_fingerprint
-from tasks.vocab import CLASS_NAMES, Model
+from tasks.vocab import CLASS_NAMES, TAGS, Model
 
 log = logging.getLogger("ncbi_retrain.train")
 
@@ -50,20 +51,20 @@ def _prepare_out(out: Path) -> Path:
     return stage
 
 
-def _fill(cfg: dict[str, Any], task: str, scratch: Path, encoder: str, stage: Path) -> dict[str, Any]:
-    """Set what `train` owns: data paths, encoder, exp_manager folder, CPU-safe loader settings."""
-    m = cfg["model"]
+def _fill(cfg: DictConfig, task: str, scratch: Path, encoder: str, stage: Path) -> dict[str, Any]:
+    """Set what `train` owns (data paths, encoder, exp_manager folder) in a copy; a plain dict for NeMo."""
+    cfg = copy.deepcopy(cfg)
+    m = cfg.model
     if task == "classifier":
         for split, key in (("train", "train_ds"), ("dev", "validation_ds"), ("test", "test_ds")):
-            m[key]["file_path"] = str(scratch / f"{split}.tsv")
+            m[key].file_path = str(scratch / f"{split}.tsv")
     else:
-        m["dataset"]["data_dir"] = str(scratch)
-    m["language_model"]["pretrained_model_name"] = encoder
-    cfg["exp_manager"]["exp_dir"] = str(stage / "exp")
-    missing = [k for k, v in C.flatten(cfg).items() if v == C.MISSING]
-    if missing:
+        m.dataset.data_dir = str(scratch)
+    m.language_model.pretrained_model_name = encoder
+    cfg.exp_manager.exp_dir = str(stage / "exp")
+    if missing := sorted(OmegaConf.missing_keys(cfg)):
         raise UsageError(f"config value {missing[0]} is required (???): set it with {missing[0]}=VALUE")
-    return cfg
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
 def _mlflow_experiment(task: str):
@@ -156,8 +157,6 @@ def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tasks.metrics import TAG_INDEX
-
     if task == "classifier":
         names, cm, per_class = (
             list(CLASS_NAMES),
@@ -166,7 +165,7 @@ def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
         )
         f1s = {names[int(k)]: v["f1"] for k, v in per_class.items()}
     else:  # token-level confusion for reference; the bars add the strict entity F1
-        names = list(TAG_INDEX)
+        names = list(TAGS)
         cm, f1s = metrics["token_confusion_matrix"], dict(metrics["token_f1"])
         f1s["entity (strict)"] = metrics["entity_f1"]
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -215,7 +214,6 @@ def build_model(task: str, cfg_dict: dict[str, Any], callbacks=(), enable_tensor
     """Trainer + exp_manager + NeMo model from a filled config dict, as NeMo's example scripts do."""
     import lightning.pytorch as pl
     from nemo.utils.exp_manager import exp_manager
-    from omegaconf import OmegaConf
 
     from tasks.training.artifact import _model_class
 
@@ -246,11 +244,10 @@ def train(
     from tasks.training.encoders import resolve_encoder
     from tasks.training.versions import resolve_data_version
 
-    overrides = list(overrides or [])
-    cfg = C.compose(task, profile, overrides)
+    resolved = resolve_config(task, profile, overrides)
+    cfg, fingerprint = resolved.config, resolved.fingerprint
     data = Path(data)
     splits = read_all(task, data)
-    fingerprint = config_fingerprint(task, profile, overrides)
     data_version = data_version or resolve_data_version(data)
     commit = git_commit()
     out = Path(out)
@@ -259,12 +256,12 @@ def train(
     run = None
     try:
         encoder = resolve_encoder(
-            str(C.get(cfg, "model.language_model.pretrained_model_name")),
+            str(cfg.model.language_model.pretrained_model_name),
             scratch,
             texts=splits["train"].texts,
-            seed=int(cfg.get("seed", 42)),
+            seed=int(cfg.seed),
         )
-        cfg = _fill(cfg, task, write_scratch(task, splits, scratch / "data"), encoder, stage)
+        filled = _fill(cfg, task, write_scratch(task, splits, scratch / "data"), encoder, stage)
         if use_mlflow:
             import mlflow
 
@@ -281,12 +278,10 @@ def train(
                     **({"dag_run_id": v} if (v := os.environ.get("NCBI_RETRAIN_DAG_RUN_ID")) else {}),
                 }
             )
-            mlflow.log_params({k: str(v)[:500] for k, v in C.flatten(cfg).items()})
-        every = int(C.get(cfg, "trainer.log_every_n_steps", 10))
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(filled).items()})
+        every = int(cfg.trainer.log_every_n_steps)
         progress = _Progress(task, splits["dev"], every, use_mlflow)
-        trainer, model, ocfg = build_model(task, cfg, callbacks=[progress])
-        from omegaconf import OmegaConf
-
+        trainer, model, ocfg = build_model(task, filled, callbacks=[progress])
         (stage / "config.yaml").write_text(OmegaConf.to_yaml(ocfg, resolve=True), encoding="utf-8")
         log.info(
             "training %s (%s profile) on %d examples, %d epochs",
@@ -302,11 +297,11 @@ def train(
 
         nemo_path = save_nemo(model, stage / "model.nemo", encoder)
         metrics, items, preds = score(model, task, splits["test"])
-        flat = _flat_metrics(task, metrics)
-        log.info("test %s: %s", task, " ".join(f"{k} {v:.4f}" for k, v in flat.items()))
         doc = metrics_document(
             task, "test", str(out / "model.nemo"), data_version, metrics, items, behaviour(model, task)
         )
+        flat = _flat_metrics(task, doc["metrics"])
+        log.info("test %s: %s", task, " ".join(f"{k} {v:.4f}" for k, v in flat.items()))
         write_json(stage / "metrics.json", doc)
         pred_path = _write_predictions(task, splits["test"], preds, stage)
         write_json(
@@ -364,6 +359,8 @@ def _flat_metrics(task: str, metrics: dict) -> dict[str, float]:
         else ("entity_precision", "entity_recall", "entity_f1", "token_accuracy", "token_macro_f1")
     )
     flat = {f"test_{k}": float(metrics[k]) for k in keys}
+    gate = GATE_METRIC[task]
+    flat.update({f"test_{gate}_ci_{end}": float(metrics[f"{gate}_ci"][end]) for end in ("low", "high")})
     if task == "classifier":
         flat.update({f"test_f1_class_{k}": v["f1"] for k, v in metrics["per_class"].items()})
     return flat

@@ -1,11 +1,17 @@
-"""Metrics against hand-computed cases: strict IOB2 entities (partial spans, adjacent entities, I after O)
-and classifier macro-F1 / confusion matrix."""
+"""Metrics against hand-computed cases: strict IOB2 entities (partial spans, adjacent entities, I after O),
+classifier macro-F1 / confusion matrix, and the bootstrap CI of the gate metric."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.metrics import bootstrap_ci, classifier_metrics, entity_spans, micro_f1, ner_metrics
+from tasks import stats
+from tasks.metrics import classifier_metrics, entity_spans, ner_metrics
+
+
+def micro_f1(items: list[dict]) -> float:
+    """Strict entity F1 from the per-sentence counts, as the gate's bootstrap scores it."""
+    return float(stats.gate_metric("ner", *stats.outcomes("ner", items)))
 
 
 @pytest.mark.parametrize(
@@ -78,12 +84,18 @@ def test_class_never_predicted_scores_zero_not_an_error() -> None:
 
 def test_bootstrap_ci_brackets_the_point_estimate_and_is_seeded() -> None:
     items = [{"id": str(i), "tp": i % 3, "fp": i % 2, "fn": (i + 1) % 2} for i in range(40)]
-    lo, hi = bootstrap_ci("ner", items, n=300, seed=1)
-    assert lo <= micro_f1(items) <= hi
-    assert (lo, hi) == bootstrap_ci("ner", items, n=300, seed=1)
+    ci = stats.metric_interval("ner", items, resamples=300, seed=1, confidence=0.95)
+    assert ci.low <= micro_f1(items) == ci.observed <= ci.high
+    again = stats.metric_interval("ner", items, resamples=300, seed=1, confidence=0.95)
+    assert (again.low, again.high) == (ci.low, ci.high)
+    other = stats.metric_interval("ner", items, resamples=300, seed=2, confidence=0.95)
+    assert (other.low, other.high) != (ci.low, ci.high)
     cls = [{"id": str(i), "gold": i % 3, "pred": (i * 7) % 3} for i in range(30)]
-    lo, hi = bootstrap_ci("classifier", cls, n=200)
-    assert 0.0 <= lo <= hi <= 1.0
+    ci = stats.metric_interval("classifier", cls, resamples=200, seed=0, confidence=0.95)
+    assert 0.0 <= ci.low <= ci.observed <= ci.high <= 1.0
+    assert ci.observed == pytest.approx(
+        classifier_metrics([i % 3 for i in range(30)], [(i * 7) % 3 for i in range(30)])["macro_f1"]
+    )
 
 
 @pytest.mark.parametrize(
