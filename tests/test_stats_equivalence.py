@@ -302,6 +302,7 @@ def classifier_docs(imported_data: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def ner_docs(imported_data: Path) -> dict[str, dict]:
     import seqeval  # noqa: F401  (dev group: installed in both envs)
+
     from tasks.metrics import ner_metrics
 
     split = read_split("ner", imported_data, "test")
