@@ -1,5 +1,7 @@
 """`TrainerDockerOperator`: the Docker provider's `DockerOperator` for training-env jobs, plus only what it
-does not do (imported when `NCBI_RETRAIN_LAUNCHER=docker`, so other launchers never load docker-py)."""
+does not do, each said where it is done: the worker's credentials as private environment, the image ID
+as lineage tag, a failure message naming the cause, and an `on_kill` that lets a timeout stay the error.
+Imported when `NCBI_RETRAIN_LAUNCHER=docker`, so the other launchers never load docker-py."""
 
 from __future__ import annotations
 
@@ -55,6 +57,14 @@ class TrainerDockerOperator(DockerOperator):
         except docker.errors.ImageNotFound as exc:  # the provider's pull failed quietly; create said 404
             detail = exc.explanation or str(exc)
             raise AirflowException(missing_image(self.image, str(self.docker_url), str(detail))) from exc
+
+    def on_kill(self) -> None:
+        import docker.errors
+
+        # After a timeout the provider's own `finally` has already force-removed the container; its
+        # on_kill then gets a 404 from stop(), which would replace the timeout as the task's error.
+        with contextlib.suppress(docker.errors.NotFound):
+            super().on_kill()
 
 
 def _status(message: str) -> dict[str, Any]:

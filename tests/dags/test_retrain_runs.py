@@ -253,3 +253,37 @@ def test_training_crash_then_retry_registers_one_version(repo, dagbag, settings_
     work = run_dir(dr.run_id) / "classifier"
     assert not (work / "try-1" / "metrics.json").exists() and (work / "try-2" / "metrics.json").exists()
     assert os.environ.get("NCBI_RETRAIN_TRAIN_VENV") == str(venv)
+
+
+def test_new_data_rescores_the_champion_before_the_gate(repo, dagbag, settings_env):
+    """On a new data version the champion's recorded metrics are stale: the champion is re-scored on the
+    new test split (`evaluate --model models:/NAME@champion` through the launcher) and gated on that."""
+    import subprocess
+
+    from tasks.versioning import publish, pull
+
+    settings_env()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "checkout", "-q", "v1", "--", "data.dvc"], cwd=repo["repo"], check=True)
+    pull(repo["repo"])
+    for name in ("train.tsv", "train.ids"):  # one abstract fewer: a new, valid data version
+        path = repo["repo"] / "data" / "tc3" / name
+        path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
+    v2 = publish(repo["repo"])
+    subprocess.run([*git, "commit", "-q", "-am", "data: v2"], cwd=repo["repo"], check=True)
+    subprocess.run([*git, "tag", "v2"], cwd=repo["repo"], check=True)
+    champion_before = champion("classifier")
+
+    dr, states, summary = run_dag(dagbag, {**TINY, "data_revision": "v2", "models": "classifier"})
+    assert str(dr.state) == "success", states
+    assert states["classifier.train"] == "success" and states["classifier.rescore_champion"] == "success"
+    from tasks.pipeline.rundir import run_dir
+
+    rescored = json.loads((run_dir(dr.run_id) / "classifier" / "champion-metrics.json").read_text())
+    assert rescored["data_version"] == v2 and rescored["model"].endswith("@champion")
+    decision = json.loads((run_dir(dr.run_id) / "classifier" / "decision.json").read_text())
+    assert decision["champion_value"] == pytest.approx(rescored["metrics"]["macro_f1"])
+    m = summary["models"]["classifier"]
+    assert m["champion_value"] == pytest.approx(rescored["metrics"]["macro_f1"])
+    assert "data_version" in m["plan"] and champion_before is not None
+    pull(repo["repo"], "v1")
