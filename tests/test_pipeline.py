@@ -258,3 +258,13 @@ def test_containers_get_the_workers_credentials_but_not_its_host_choices():
         "MLFLOW_TRACKING_PASSWORD": "s3cret",
         "AWS_SECRET_ACCESS_KEY": "k",
     }
+
+
+def test_the_cli_also_writes_its_json_result_where_a_pod_sidecar_reads_it(tmp_path, monkeypatch, capsys):
+    from tasks.cli.training import _print_json
+
+    target = tmp_path / "airflow" / "xcom" / "return.json"
+    monkeypatch.setenv("NCBI_RETRAIN_RESULT_FILE", str(target))
+    _print_json('{"run_id": "abc"}')
+    assert capsys.readouterr().out.splitlines()[-1] == '{"run_id": "abc"}'  # Bash / Docker: last line
+    assert json.loads(target.read_text()) == {"run_id": "abc"}  # KubernetesPodOperator: the sidecar's file
