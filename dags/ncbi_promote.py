@@ -16,16 +16,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-
-MODELS = ("classifier", "ner")
-# The same Assets as ncbi_retrain's (an Asset is identified by its name and URI).
-CHAMPION_ASSETS = {
-    "classifier": Asset(
-        name="ncbi-disease-classifier@champion", uri="mlflow://models/ncbi-disease-classifier/champion"
-    ),
-    "ner": Asset(name="ncbi-disease-ner@champion", uri="mlflow://models/ncbi-disease-ner/champion"),
-}
+from airflow.sdk import Param, dag, get_current_context, task
+from ncbi_common import CHAMPION_ASSETS, MODELS, default_args
 
 
 @dag(
@@ -36,7 +28,7 @@ CHAMPION_ASSETS = {
     max_active_runs=1,
     doc_md=__doc__,
     tags=["ncbi-disease", "registry", "mlops"],
-    default_args={"owner": "ml-platform", "retries": 0, "execution_timeout": timedelta(minutes=10)},
+    default_args=default_args(retries=0, execution_timeout=timedelta(minutes=10)),
     params={
         "model": Param("classifier", enum=list(MODELS), title="Model", section="Champion"),
         "action": Param("promote", enum=["promote", "rollback"], title="Action", section="Champion"),
@@ -65,16 +57,16 @@ def ncbi_promote() -> None:
             """Promote or roll back this model's champion when the form names this model."""
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from tasks import pipeline
+            from tasks.pipeline.manual import manual_promotion
 
             ctx = get_current_context()
             params = ctx["params"]
             if params["model"] != model:
                 raise AirflowSkipException(f"the form names {params['model']}, not {model}")
             actor = f"airflow:{ctx['dag'].dag_id}:{ctx['dag_run'].triggering_user_name or 'unknown'}"
-            return pipeline.manual_promotion(
+            return manual_promotion(
                 model, params["action"], params["version"], params["reason"], actor
-            )
+            ).dump()
 
         return move()
 

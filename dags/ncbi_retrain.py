@@ -5,9 +5,9 @@ Keeps the NCBI-disease **classifier** (3 classes: cancer, neurological, other) a
 (IOB disease spans) fresh. Nightly, and on demand with the form below.
 
 ```
-pull_data -> validate_data -> classifier: plan -> train -> evaluate -> gate -> register -> promote
-                           -> ner:        plan -> train -> evaluate -> gate -> register -> promote
-                                                                                   -> summarize
+pull_data -> validate_data -> classifier: plan -> train -> train_result -> champion -> rescore_champion
+                                          -> gate -> register -> promote
+                           -> ner:        (the same)                                     -> summarize
 ```
 
 - **pull_data**: `data/` as of the *data revision* (a git revision of `data.dvc`; empty = checked out),
@@ -16,10 +16,14 @@ pull_data -> validate_data -> classifier: plan -> train -> evaluate -> gate -> r
   nothing is registered) and the report names file and line.
 - **plan**: training is skipped, with the reason in the log and in XCom, when the data version,
   the code version (git commit) and the config fingerprint all equal the current champion's tags
-  (unless *force*).
-- **train** (pool `gpu`): `ncbi-retrain train MODEL --profile P --json` in the training env or
-  container (launcher from `NCBI_RETRAIN_LAUNCHER`); retried with exponential backoff.
-- **evaluate**: the champion's test metrics, re-scored when they belong to another data version.
+  (unless *force*); otherwise the training job (command and environment).
+- **train** (pool and queue `gpu`): `ncbi-retrain train MODEL --profile P --json` in the training
+  env, run by the operator `NCBI_RETRAIN_LAUNCHER` names: `BashOperator` (local venv),
+  `DockerOperator` or `KubernetesPodOperator` (trainer image). The job's output is this task's log;
+  each try writes to its own folder `<run>/<model>/try-N` and MLflow run; retried with backoff.
+- **train_result**: the job's `--json` line (the operator's XCom) as a typed record.
+- **champion**: the champion's recorded test metrics when they are on this data version; otherwise
+  **rescore_champion** runs `ncbi-retrain evaluate --model models:/NAME@champion` the same way.
 - **gate**: F1 floor, paired bootstrap against the champion, per-class and behavioural checks.
 - **register**: a version with lineage tags and alias `challenger` (idempotent on retries).
 - **promote**: `champion` moves only when the gate passed and *promote* is `auto`; the model's
@@ -32,58 +36,29 @@ On failure a summary is written to `runs/<run id>/failure.md` (and posted to
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, TaskGroup, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-MODELS = ("classifier", "ner")
-CLASSIFIER_CHAMPION = Asset(
-    name="ncbi-disease-classifier@champion", uri="mlflow://models/ncbi-disease-classifier/champion"
+from ncbi_common import (
+    CHAMPION_ASSETS,
+    DEFAULT_PROFILE,
+    MODELS,
+    RESCORE_TIMEOUT,
+    SCHEDULE,
+    TRAIN_RETRIES,
+    TRAIN_TIMEOUT,
+    default_args,
+    run_failed,
+    task_failed,
 )
-NER_CHAMPION = Asset(name="ncbi-disease-ner@champion", uri="mlflow://models/ncbi-disease-ner/champion")
-CHAMPION_ASSETS = {"classifier": CLASSIFIER_CHAMPION, "ner": NER_CHAMPION}
+from ncbi_common.jobs import MACROS, job_operator
 
-# Deployment knobs from the environment (read at parse time: cheap, no DB, no network).
-_schedule = os.environ.get("NCBI_RETRAIN_SCHEDULE", "0 2 * * *")
-SCHEDULE = None if _schedule.lower() in ("", "none", "manual") else _schedule
-DEFAULT_PROFILE = os.environ.get("NCBI_RETRAIN_PROFILE", "cpu")
-GPU_POOL = os.environ.get("NCBI_RETRAIN_GPU_POOL", "gpu")
-RETRY_DELAY = timedelta(seconds=float(os.environ.get("NCBI_RETRAIN_RETRY_DELAY_S", "60")))
-TRAIN_RETRIES = int(os.environ.get("NCBI_RETRAIN_TRAIN_RETRIES", "2"))
-TRAIN_TIMEOUT = timedelta(hours=7)  # above the launcher's own per-profile job deadline (gpu: 6 h)
+from tasks.settings import get_settings
 
-
-def _task_failed(context: dict[str, Any]) -> None:
-    """Note the failed task and its error in the run's work dir (the run summary collects them)."""
-    from tasks import pipeline
-
-    ti = context["ti"]
-    exc = context.get("exception")
-    pipeline.record_task_failure(
-        dag_id=ti.dag_id,
-        dag_run_id=context["run_id"],
-        task_id=ti.task_id,
-        try_number=ti.try_number,
-        error=f"{type(exc).__name__}: {exc}" if exc else "unknown error",
-        log_url=getattr(ti, "log_url", None),
-    )
-
-
-def _run_failed(context: dict[str, Any]) -> None:
-    """Write failure.md / failure.json and post to the webhook when one is configured."""
-    from tasks import pipeline
-
-    ti = context.get("ti")
-    pipeline.report_run_failure(
-        dag_id=context["dag"].dag_id,
-        dag_run_id=context["run_id"],
-        reason=str(context.get("reason") or "task_failure"),
-        failed_task=getattr(ti, "task_id", None),
-    )
+SETTINGS = get_settings()  # the launcher, the GPU pool and queue: read once, when the DAG is parsed
 
 
 def _options() -> Any:
@@ -96,6 +71,10 @@ def _options() -> Any:
         raise AirflowFailException(str(exc)) from exc  # a bad form value: retrying cannot help
 
 
+def _run_id() -> str:
+    return get_current_context()["run_id"]
+
+
 @dag(
     dag_id=Path(__file__).stem,
     schedule=SCHEDULE,
@@ -104,16 +83,9 @@ def _options() -> Any:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["ncbi-disease", "training", "mlops"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(minutes=60),
-        "on_failure_callback": _task_failed,
-    },
-    on_failure_callback=_run_failed,
+    default_args=default_args(on_failure_callback=task_failed),
+    on_failure_callback=run_failed,
+    user_defined_macros=MACROS,  # job_argv / job_env / job_script: the jobs' templates
     params={
         "data_revision": Param(
             "",
@@ -191,27 +163,30 @@ def ncbi_retrain() -> None:
     @task
     def pull_data() -> dict:
         """Restore `data/` at the requested revision; returns its path and data version (md5)."""
-        from tasks import pipeline
+        from tasks.pipeline import steps
 
-        return pipeline.pull_data(_options().data_revision)
+        return steps.pull_data(_options().data_revision).dump()
 
     @task
     def validate_data(data: dict) -> dict:
         """Great Expectations suites; invalid data fails the run without retries."""
-        from tasks import pipeline
         from tasks.errors import DataError
+        from tasks.pipeline import steps
+        from tasks.vocab import DataRef
 
         try:
-            return pipeline.validate_data(data["data_dir"], get_current_context()["run_id"])
+            return steps.validate_data(DataRef.model_validate(data), _run_id()).dump()
         except DataError as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def summarize(data: dict, results: dict) -> dict:
         """One line per model: trained or why not, F1, gate, version, promoted (also summary.json)."""
-        from tasks import pipeline
+        from tasks.pipeline.summary import ModelOutcome, summarize
+        from tasks.vocab import DataRef
 
-        return pipeline.summarize(get_current_context()["run_id"], data, results)
+        outcomes = {model: ModelOutcome.from_xcom(r) for model, r in results.items()}
+        return summarize(_run_id(), DataRef.model_validate(data), outcomes).dump()
 
     data = pull_data()
     validated = validate_data(data)
@@ -219,69 +194,104 @@ def ncbi_retrain() -> None:
 
 
 def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
-    """plan -> train -> evaluate -> gate -> register -> promote for one model, in a task group."""
+    """plan -> train -> train_result -> champion -> rescore_champion -> gate -> register -> promote."""
 
     @task
     def plan(data: dict, validated: dict) -> dict:
-        """Train or skip, with the reason (nothing changed since the champion, or not selected)."""
-        from tasks import pipeline
+        """Train or skip, with the reason; when training, the job (command and environment)."""
+        from tasks.pipeline import steps
+        from tasks.vocab import DataRef
 
-        return pipeline.plan_training(model, _options(), data["data_version"])
-
-    @task(pool=GPU_POOL, retries=TRAIN_RETRIES, execution_timeout=TRAIN_TIMEOUT)
-    def train(plan: dict, data: dict) -> dict:
-        """`ncbi-retrain train` in the training env / container; logs the run to MLflow."""
-        from tasks import pipeline
-
-        if not plan["train"]:
-            raise AirflowSkipException(plan["reason"])
-        ctx = get_current_context()
-        return pipeline.train(
-            model, _options(), data["data_dir"], data["data_version"], ctx["run_id"], ctx["ti"].try_number
-        )
-
-    @task(pool=GPU_POOL)
-    def evaluate(trained: dict, data: dict) -> dict:
-        """The champion's metrics on the current test split (re-scored if from other data)."""
-        from tasks import pipeline
-
-        ctx = get_current_context()
-        champion = pipeline.evaluate(
-            model, _options().profile, data["data_dir"], data["data_version"], ctx["run_id"]
-        )
-        return champion | {"candidate": trained["metrics"]}
+        return steps.plan_training(model, _options(), DataRef.model_validate(data), _run_id()).dump()
 
     @task
-    def gate(evaluated: dict) -> dict:
-        """F1 floor, paired bootstrap vs champion, per-class and behavioural checks."""
-        from tasks import pipeline
+    def train_result(plan: dict, output: Any) -> dict:
+        """The training job's `--json` result (the operator's XCom), checked against its contract."""
+        from tasks.pipeline import steps
+        from tasks.vocab import Plan
 
-        run_id = get_current_context()["run_id"]
-        return pipeline.gate(model, _options().profile, evaluated["candidate"], evaluated["champion"], run_id)
+        return steps.train_result(Plan.model_validate(plan), output).dump()
+
+    @task
+    def champion(data: dict) -> dict:
+        """The champion's recorded metrics when they are on this data, else the job re-scoring it."""
+        from tasks.pipeline import steps
+        from tasks.vocab import DataRef
+
+        return steps.champion_metrics(model, DataRef.model_validate(data), _run_id()).dump()
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)  # re-scoring may have been skipped
+    def gate(trained: dict, champion: dict, rescored: Any) -> dict:
+        """F1 floor, paired bootstrap vs champion, per-class and behavioural checks."""
+        from tasks.pipeline import steps
+        from tasks.vocab import ChampionRef, TrainResult
+
+        return steps.gate(
+            model,
+            _options().profile.value,
+            TrainResult.model_validate(trained),
+            ChampionRef.model_validate(champion),
+            rescored,
+            _run_id(),
+        ).dump()
 
     @task
     def register(trained: dict, gated: dict, plan: dict, data: dict) -> dict:
         """A model version with lineage tags and alias `challenger` (idempotent)."""
-        from tasks import pipeline
+        from tasks.pipeline import steps
+        from tasks.vocab import DataRef, GateResult, Plan, TrainResult
 
-        run_id = get_current_context()["run_id"]
-        return pipeline.register(model, trained, gated, plan, data["data_version"], run_id)
+        return steps.register(
+            model,
+            TrainResult.model_validate(trained),
+            GateResult.model_validate(gated),
+            Plan.model_validate(plan),
+            DataRef.model_validate(data),
+            _run_id(),
+        ).dump()
 
     @task(outlets=[CHAMPION_ASSETS[model]])
     def promote(registered: dict, gated: dict) -> dict:
         """Move `champion` when the gate passed and promote=auto; otherwise skip with the reason."""
-        from tasks import pipeline
+        from tasks.pipeline import steps
+        from tasks.vocab import GateResult, Registration
 
         ctx = get_current_context()
-        result = pipeline.promote(model, registered, gated, _options(), ctx["dag"].dag_id, ctx["run_id"])
-        if not result["promoted"]:
-            raise AirflowSkipException(result["reason"])  # no Asset event without a new champion
-        return result
+        result = steps.promote(
+            Registration.model_validate(registered),
+            GateResult.model_validate(gated),
+            _options(),
+            ctx["dag"].dag_id,
+            ctx["run_id"],
+        )
+        if not result.promoted:
+            raise AirflowSkipException(result.reason)  # no Asset event without a new champion
+        return result.dump()
 
+    gpu = {"pool": SETTINGS.gpu_pool, "queue": SETTINGS.gpu_queue}  # LocalExecutor ignores the queue
     with TaskGroup(group_id=model):
         planned = plan(data, validated)
-        trained = train(planned, data)
-        gated = gate(evaluate(trained, data))
+        train = job_operator(
+            "train",
+            planned,
+            name=f"train-{model}",
+            retries=TRAIN_RETRIES,
+            execution_timeout=TRAIN_TIMEOUT,
+            doc_md="`ncbi-retrain train` in the training env (launcher: `NCBI_RETRAIN_LAUNCHER`).",
+            **gpu,
+        )
+        trained = train_result(planned, train.output)
+        reference = champion(data)
+        trained >> reference  # nothing to compare when training failed or was skipped
+        rescore = job_operator(
+            "rescore_champion",
+            reference,
+            name=f"rescore-{model}-champion",
+            execution_timeout=RESCORE_TIMEOUT,
+            doc_md="`ncbi-retrain evaluate --model models:/NAME@champion` on this run's test split.",
+            **gpu,
+        )
+        gated = gate(trained, reference, rescore.output)
         registered = register(trained, gated, planned, data)
         promoted = promote(registered, gated)
     return {"plan": planned, "train": trained, "gate": gated, "register": registered, "promote": promoted}

@@ -1,7 +1,7 @@
 # The Airflow image of the stack (docker/compose.yaml): the official Airflow 3.3 image plus this
 # package with the orchestration extra (MLflow client, DVC with S3, Great Expectations, the docker and
 # kubernetes providers). Training never runs here: the DAG hands it to the trainer image
-# (docker/trainer.Dockerfile) through the docker launcher, so NeMo and torch stay out of this image.
+# (docker/trainer.Dockerfile) through the DockerOperator, so NeMo and torch stay out of this image.
 #
 #   docker build -f docker/airflow.Dockerfile -t ncbi-retrain-airflow:latest .
 ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11

@@ -1,5 +1,5 @@
-# The trainer image: `ncbi-retrain` in the training env (torch, NeMo 2.4.1, MLflow), run by the docker
-# and kubernetes launchers as `ncbi-retrain train|evaluate ...` with data and outputs bind-mounted.
+# The trainer image: `ncbi-retrain` in the training env (torch, NeMo 2.4.1, MLflow), run by the DAG's
+# DockerOperator and KubernetesPodOperator as `ncbi-retrain train|evaluate ...` with data and outputs bind-mounted.
 #
 # Production (GPU): docker build -f docker/trainer.Dockerfile -t REGISTRY/ncbi-retrain-trainer:TAG .
 #   on NVIDIA's PyTorch base (CUDA user space, drivers injected by the NVIDIA container toolkit). The
@@ -59,7 +59,7 @@ RUN set -eu; \
     find /opt/venv -name __pycache__ -prune -exec rm -rf {} +; \
     useradd --uid "$TRAINER_UID" --create-home --home-dir /home/trainer --shell /bin/sh trainer 2>/dev/null \
       || useradd --create-home --home-dir /home/trainer --shell /bin/sh trainer; \
-    # Any uid may run the image (the launcher runs it as the caller's uid so mounted outputs stay theirs).
+    # Any uid may run the image (the DockerOperator runs it as the worker's uid so mounted outputs stay theirs).
     chmod 1777 /home/trainer
 
 COPY tasks /opt/ncbi-retrain/tasks

@@ -67,7 +67,7 @@ if [[ -z $run || ! -f $run/summary.json ]]; then
 fi
 
 say "4/4 result ($run)"
-"$BIN/python" -c 'import sys; from tasks.pipeline import result_table; print(result_table(sys.argv[1]))' "$run/summary.json"
+"$BIN/python" -c 'import sys; from tasks.pipeline.summary import result_table; print(result_table(sys.argv[1]))' "$run/summary.json"
 cat <<EOF
 
 Open the UIs (each binds 127.0.0.1; Ctrl-C to stop):

@@ -31,3 +31,10 @@ class GateFailed(NcbiRetrainError):
     """A candidate did not pass its gate (used where a failed gate must stop a pipeline)."""
 
     exit_code = 4
+
+
+class JobFailed(NcbiRetrainError):
+    """A training-env job (`ncbi-retrain train|evaluate` run by an Airflow operator) failed or returned no
+    result; the message names the job and what it printed last."""
+
+    exit_code = 1

@@ -43,12 +43,47 @@ class Settings(BaseSettings):
     )
 
     launcher: Literal["local", "docker", "kubernetes"] = Field(
-        "local", description="How a training job runs."
+        "local",
+        description="The Airflow operator that runs training and re-scoring jobs, chosen when the DAG is "
+        "parsed: local (BashOperator, the training venv), docker (DockerOperator), kubernetes "
+        "(KubernetesPodOperator).",
     )
     train_venv: Path = Field(Path(".venv-train"), description="Training env used by the local launcher.")
     trainer_image: str = Field("localhost/ncbi-retrain-trainer:latest", description="Trainer image.")
+    gpus: int = Field(
+        0, ge=0, description="GPUs per training job (docker: device_requests; kubernetes: nvidia.com/gpu)."
+    )
     docker_url: str = Field("unix:///var/run/docker.sock", description="Docker-compatible API socket.")
+    docker_network: str | None = Field(
+        None, description="Network of the training containers (e.g. the compose stack's, to reach MLflow)."
+    )
+    docker_mem_limit: str | None = Field(None, description="Memory limit of a training container, e.g. 16g.")
+    docker_user: str | None = Field(
+        None, description="uid:gid in the container; unset: the Airflow worker's own (outputs stay theirs)."
+    )
     k8s_namespace: str = "default"
+    k8s_conn_id: str = Field("kubernetes_default", description="Airflow connection of the cluster.")
+    k8s_cpu: str = Field("4", description="CPU request and limit of a training pod.")
+    k8s_memory: str = Field("16Gi", description="Memory request and limit of a training pod.")
+    k8s_node_selector: dict[str, str] = Field(
+        default_factory=dict, description='Node selector of training pods (JSON), e.g. {"gpu": "a100"}.'
+    )
+    k8s_tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations of training pods (JSON list); the default tolerates tainted GPU nodes.",
+    )
+    k8s_volume_claim: str | None = Field(
+        None, description="RWX claim holding the project at the same path as on the workers (else hostPath)."
+    )
+    k8s_env_secret: str | None = Field(
+        None, description="Secret whose keys become the pod's env (MLflow / S3 credentials)."
+    )
+    k8s_deferrable: bool = Field(
+        True, description="Wait for training pods in the triggerer, freeing the worker slot."
+    )
+    k8s_on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = Field(
+        "delete_pod", description="What happens to a finished pod (its log is in the Airflow task log)."
+    )
     gpu_pool: str = Field("gpu", description="Airflow pool that bounds concurrent training jobs.")
     gpu_queue: str = Field(
         "gpu", description="Executor queue of the training tasks (Celery: the GPU workers consume it)."

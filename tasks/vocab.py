@@ -371,3 +371,161 @@ def field_error(exc: ValidationError) -> str:
     msg = f"must be {msg.removeprefix('Input should be ')}" if msg.startswith("Input should be ") else msg
     shown = repr(got)
     return f"field {path} {msg}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+# =============================================================================== DAG task records
+# What each DAG task returns as XCom (`record.dump()`) and the next task reads back with
+# `Record.model_validate(...)`: one typed contract per hand-over. Paths travel as strings (JSON).
+class DataRef(Record):
+    """`pull_data`: the materialised data directory and its version (the md5 in data.dvc)."""
+
+    data_dir: str
+    data_version: str
+
+
+class ValidationResult(Record):
+    """`validate_data`: a passed validation (a failed one stops the run) and where its report is."""
+
+    valid: bool
+    summary: str
+    report: str
+
+
+class JobSpec(Record):
+    """One `ncbi-retrain` command in the training env: what every launcher's operator runs.
+
+    `env` holds no secret (it travels in XCom and shows in the UI): credentials reach the job from the
+    worker's own environment (local, docker) or a Kubernetes Secret.
+    """
+
+    name: str  # e.g. train-classifier: container label, pod name, log prefix
+    argv: list[str]  # the arguments after `ncbi-retrain`
+    env: dict[str, str] = Field(default_factory=dict)
+    out_dir: str | None = None  # set: `--out <out_dir>/try-<try number>` is appended (one folder per try)
+
+    def try_dir(self, try_number: int) -> str | None:
+        """The output folder of one try (a retry never reuses a failed try's folder or MLflow run)."""
+        return None if self.out_dir is None else f"{self.out_dir}/try-{int(try_number)}"
+
+    def argv_for(self, try_number: int) -> list[str]:
+        """The full argv of one try of the operator running this job."""
+        out = self.try_dir(try_number)
+        return list(self.argv) if out is None else [*self.argv, "--out", out]
+
+
+class Plan(Record):
+    """`plan`: train this model in this run or not (`reason` says why), and the job when it trains."""
+
+    model: Model
+    train: bool
+    reason: str
+    config_fingerprint: str
+    git_commit: str
+    job: JobSpec | None = None
+
+
+class TrainResult(Record):
+    """The `train --json` line (the XCom of every launcher's training operator), as the next tasks use it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the CLI may add fields
+
+    run_id: str
+    model_uri: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)  # flat test metrics (test_macro_f1, ...)
+    artifacts: dict[str, str] = Field(default_factory=dict)  # nemo, metrics, predictions, config, ...
+    data_version: str | None = None
+    config_fingerprint: str | None = None
+    git_commit: str | None = None
+    fit_seconds: float | None = None
+
+    @property
+    def metrics_file(self) -> str:
+        """The test split's metrics.json (the gate's candidate)."""
+        return self.artifacts["metrics"]
+
+
+class EvaluateResult(Record):
+    """The `evaluate --json` line: where the metrics file is and the gate metric's value."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    metrics_path: str
+    gate_metric: str
+
+
+class ChampionRef(Record):
+    """`champion`: the current champion's metrics on this run's data, recorded or to be re-scored.
+
+    `metrics` is set when the recorded metrics.json is on this data version (reused); otherwise `job`
+    re-scores the champion (`evaluate --model models:/NAME@champion`). No champion: both are None.
+    """
+
+    model: Model
+    version: str | None
+    reason: str
+    metrics: str | None = None
+    job: JobSpec | None = None
+
+
+class GateResult(Record):
+    """`gate`: the decision in short; the full one is the JSON file at `decision`."""
+
+    passed: bool
+    gate: str  # passed / failed
+    reason: str
+    decision: str
+    metric: str
+    value: float
+    champion_value: float | None = None
+
+
+class Registration(Record):
+    """`register`: the model version this run's training became (alias `challenger`)."""
+
+    name: str
+    version: str
+    gate: str
+
+
+class Promotion(Record):
+    """`promote`: whether `champion` moved to the new version, and why (not)."""
+
+    promoted: bool
+    name: str
+    version: str
+    reason: str
+
+
+class ModelSummary(Record):
+    """One model's line of the run summary."""
+
+    trained: bool
+    reason: str | None = None
+    plan: str | None = None
+    run_id: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    champion_value: float | None = None
+    gate: str | None = None
+    gate_reason: str | None = None
+    version: str | None = None
+    promoted: bool = False
+
+
+class RunSummary(Record):
+    """`summarize`: the run's outcome per model (also written to `<run dir>/summary.json`)."""
+
+    dag_run_id: str
+    finished_at: str
+    data_version: str | None = None
+    models: dict[str, ModelSummary]
+    path: str | None = None
+
+
+class ChampionMove(Record):
+    """`ncbi_promote`: a manual promotion or rollback of `champion` (versions before and after)."""
+
+    name: str
+    before: str | None
+    after: str | None
+    reason: str

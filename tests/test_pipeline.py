@@ -1,4 +1,5 @@
-"""Pipeline step helpers that need no training: the Params form, failure summaries and the webhook."""
+"""Pipeline pieces that need no training: the Params form, the job spec the three launchers run (argv,
+env, the local script, result parsing, failure messages), failure summaries and the webhook."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tasks.errors import UsageError
-from tasks.pipeline import post_json, record_task_failure, report_run_failure, run_dir
+from tasks.pipeline.failures import post_json, record_task_failure, report_run_failure
+from tasks.pipeline.rundir import run_dir
 from tasks.vocab import RunParams
 
 
@@ -99,3 +101,170 @@ def test_failure_summary_collects_task_errors_and_posts_once(project_dir, monkey
 def test_a_webhook_that_is_down_is_logged_not_raised(caplog):
     assert post_json("http://127.0.0.1:9/nothing-listens-here", {"x": 1}, timeout_s=2) is False
     assert "webhook http://127.0.0.1:9/nothing-listens-here: post failed" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------- the job spec
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("NCBI_RETRAIN_PROJECT_DIR", str(tmp_path / "project"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")  # relative: made absolute
+    monkeypatch.delenv("NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT", raising=False)
+    monkeypatch.delenv("NCBI_RETRAIN_WORK_DIR", raising=False)
+    get_settings.cache_clear()
+
+    def with_launcher(launcher: str = "local"):
+        monkeypatch.setenv("NCBI_RETRAIN_LAUNCHER", launcher)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield with_launcher
+    get_settings.cache_clear()
+
+
+def data_ref(settings):
+    from tasks.vocab import DataRef
+
+    return DataRef(data_dir=str(settings.project_dir / "data"), data_version="ab" * 16 + ".dir")
+
+
+@pytest.mark.parametrize("launcher", ["local", "docker", "kubernetes"])
+def test_train_job_is_one_command_for_every_launcher(settings, launcher):
+    from tasks.pipeline.jobs import train_job
+
+    s = settings(launcher)
+    options = RunParams.from_params({"profile": "tiny", "epochs": 2})
+    job = train_job("ner", options, data_ref(s), "manual__2026-01-01T00:00:00+00:00", "c0ffee", s)
+    assert job.name == "train-ner"
+    assert job.argv == [
+        "train", "ner", "--data", str(s.project_dir / "data"), "--profile", "tiny",
+        "--data-version", "ab" * 16 + ".dir", "--json", "trainer.max_epochs=2",
+    ]  # fmt: skip
+    # One folder per try: a retry never reuses a failed try's folder (nor its MLflow run).
+    assert job.out_dir == str(s.project_dir / "runs" / "manual__2026-01-01T00_00_00_00_00" / "ner")
+    assert job.argv_for(3)[-2:] == ["--out", f"{job.out_dir}/try-3"]
+    env = job.env
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{s.project_dir}/mlruns/mlflow.db"
+    assert env["NCBI_RETRAIN_DAG_RUN_ID"] == "manual__2026-01-01T00:00:00+00:00"
+    assert (
+        env["NCBI_RETRAIN_GIT_COMMIT"] == "c0ffee" and env["NCBI_RETRAIN_DATA_VERSION"] == "ab" * 16 + ".dir"
+    )
+    assert env["NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT"] == str((s.project_dir / "mlruns" / "artifacts").resolve())
+    assert ("NCBI_RETRAIN_IMAGE" in env) is (launcher != "local")
+    assert (env.get("NCBI_RETRAIN_RESULT_FILE") == "/airflow/xcom/return.json") is (launcher == "kubernetes")
+
+
+def test_rescore_job_scores_the_champion_by_alias(settings, tmp_path):
+    from tasks.pipeline.jobs import rescore_job
+
+    s = settings("docker")
+    job = rescore_job("classifier", data_ref(s), "r1", tmp_path / "champion.json", "c0ffee", s)
+    assert job.argv[:4] == ["evaluate", "classifier", "--model", "models:/ncbi-disease-classifier@champion"]
+    assert job.argv_for(2) == job.argv and job.argv[-1] == "--json"  # one output file, no try folder
+
+
+def test_mounts_cover_the_project_and_a_local_store_once(settings, tmp_path, monkeypatch):
+    from tasks.pipeline.jobs import mount_paths
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/store/mlflow.db")
+    monkeypatch.setenv("NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "store" / "artifacts"))
+    monkeypatch.setenv("NCBI_RETRAIN_WORK_DIR", str(tmp_path / "elsewhere" / "runs"))
+    get_settings.cache_clear()
+    s = settings("docker")
+    assert mount_paths(s) == [
+        s.project_dir.resolve(),
+        (tmp_path / "elsewhere" / "runs").resolve(),
+        (tmp_path / "store").resolve(),  # the artifact root inside it is not mounted twice
+    ]
+
+
+def test_local_script_exports_the_env_and_execs_the_venv_cli(tmp_path):
+    import shlex
+
+    from tasks.pipeline.jobs import bash_script
+    from tasks.vocab import JobSpec
+
+    job = JobSpec(
+        name="train-ner", argv=["train", "ner", "model.x='a b'"], env={"A": "1; rm -rf /"}, out_dir="/r"
+    )
+    lines = bash_script(job, 2, tmp_path / "venv").splitlines()
+    assert "export A='1; rm -rf /'" in lines  # values are quoted, never run
+    assert lines[-1] == "exec " + shlex.join(
+        [
+            str(tmp_path / "venv" / "bin" / "ncbi-retrain"),
+            "train",
+            "ner",
+            "model.x='a b'",
+            "--out",
+            "/r/try-2",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ('{"run_id": "abc"}', {"run_id": "abc"}),  # Bash / Docker operators: the last output line
+        ('loading\n{"run_id": "abc"}\n', {"run_id": "abc"}),
+        ({"run_id": "abc"}, {"run_id": "abc"}),  # the pod's result file, parsed by the sidecar
+    ],
+)
+def test_a_jobs_result_is_its_json_line(output, expected):
+    from tasks.pipeline.jobs import job_result
+
+    assert job_result(output, "train-ner") == expected
+
+
+@pytest.mark.parametrize("output", [None, "", "Traceback ...\nKeyError: 'x'", "[1, 2]"])
+def test_no_json_result_is_a_clear_error(output):
+    from tasks.errors import JobFailed
+    from tasks.pipeline.jobs import job_result
+
+    with pytest.raises(JobFailed, match="train-ner: the job's last output line is not its --json result"):
+        job_result(output, "train-ner")
+
+
+@pytest.mark.parametrize(
+    ("code", "mem_limit", "expected"),
+    [
+        (2, None, "train-ner exited with code 2 in img; last log lines: a | b"),
+        (137, "64m", "train-ner was killed by SIGKILL (exit 137) under its memory limit 64m: out of memory"),
+        (137, None, "train-ner was killed by SIGKILL (exit 137: out of memory, or stopped by the engine)"),
+    ],
+)
+def test_container_failures_name_their_cause(code, mem_limit, expected):
+    from tasks.pipeline.jobs import explain_exit
+
+    assert expected in explain_exit(
+        "train-ner", code, image="img", mem_limit=mem_limit, log_lines=["a", "", "b"]
+    )
+
+
+def test_containers_get_the_workers_credentials_but_not_its_host_choices():
+    from tasks.pipeline.jobs import forwarded_env
+
+    environ = {
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "MLFLOW_TRACKING_URI": "http://worker-view:5000",
+        "NCBI_RETRAIN_LAUNCHER": "docker",
+        "NCBI_RETRAIN_DOCKER_URL": "unix:///x.sock",
+        "NCBI_RETRAIN_TRAIN_VENV": "/venv",
+        "HOME": "/root",
+    }
+    assert forwarded_env(environ, {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}) == {
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "k",
+    }
+
+
+def test_the_cli_also_writes_its_json_result_where_a_pod_sidecar_reads_it(tmp_path, monkeypatch, capsys):
+    from tasks.cli.training import _print_json
+
+    target = tmp_path / "airflow" / "xcom" / "return.json"
+    monkeypatch.setenv("NCBI_RETRAIN_RESULT_FILE", str(target))
+    _print_json('{"run_id": "abc"}')
+    assert capsys.readouterr().out.splitlines()[-1] == '{"run_id": "abc"}'  # Bash / Docker: last line
+    assert json.loads(target.read_text()) == {"run_id": "abc"}  # KubernetesPodOperator: the sidecar's file

@@ -47,6 +47,18 @@ def _setup_logging(verbose: bool) -> None:
             pass
 
 
+def _print_json(line: str) -> None:
+    """The `--json` object: the last stdout line (the Bash and Docker operators' XCom), and also the file
+    named by NCBI_RETRAIN_RESULT_FILE when set (in a pod: the file KubernetesPodOperator's sidecar reads)."""
+    from tasks.pipeline.jobs import RESULT_FILE_ENV
+
+    if path := os.environ.get(RESULT_FILE_ENV):
+        from tasks.files import atomic_write_text
+
+        atomic_write_text(Path(path), line + "\n")
+    typer.echo(line)
+
+
 def train(
     task: Model = typer.Argument(..., help="classifier (3-class abstracts) or ner (disease B/I/O tagger)."),
     data: Path = typer.Option(
@@ -78,7 +90,7 @@ def train(
 
     result = run_train(task.value, data, out, profile.value, overrides or [], data_version, mlflow)
     if as_json:
-        typer.echo(result_line(result))
+        _print_json(result_line(result))
     else:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
         typer.echo(f"trained {task.value} ({profile.value}) in {result['fit_seconds']}s: {metrics}")
@@ -110,7 +122,7 @@ def evaluate(
     doc = run_evaluate(task.value, model, data, out, split, data_version)
     gate = GATE_METRIC[task.value]
     if as_json:
-        typer.echo(json.dumps({"metrics_path": str(out), "gate_metric": gate, gate: doc["metrics"][gate]}))
+        _print_json(json.dumps({"metrics_path": str(out), "gate_metric": gate, gate: doc["metrics"][gate]}))
     else:
         typer.echo(
             f"{task.value} {split}: {gate}={doc['metrics'][gate]:.4f} ({len(doc['items'])} items) -> {out}"

@@ -88,6 +88,8 @@ def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airfl
 
 @pytest.fixture(scope="session")
 def dagbag(airflow_db: Path):
-    from airflow.dag_processing.dagbag import DagBag
+    """The DAG folder parsed as Airflow's dag-processor and task runner do: with the folder (the bundle)
+    on sys.path, so the DAG files import their shared `ncbi_common` package."""
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(DAGS))
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)

@@ -1,5 +1,6 @@
 """`ncbi_retrain` end to end with `dag.test()` on SQLite: real DVC pull, GX validation, NeMo training
-(tiny profile, in the training env through the local launcher), gates and the MLflow registry.
+(tiny profile, in the training env through the local launcher's BashOperator), gates and the MLflow
+registry.
 
 The tests share one project (a small valid slice of the real corpus) and run in file order, each
 building on the registry state the previous one left, so that the costly trainings happen once:
@@ -66,7 +67,7 @@ def settings_env(monkeypatch):
 
 def run_dag(dagbag, conf: dict):
     """One dag.test() run; returns (dag run, {task_id: state}, summary dict or None)."""
-    from tasks.pipeline import run_dir
+    from tasks.pipeline.rundir import run_dir
 
     dr = dagbag.get_dag("ncbi_retrain").test(run_conf=conf)
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
@@ -138,7 +139,7 @@ def test_bad_data_fails_validation_and_nothing_trains(repo, dagbag, settings_env
         }
         assert versions(model) == []
     assert summary is None
-    from tasks.pipeline import run_dir
+    from tasks.pipeline.rundir import run_dir
 
     failure = json.loads((run_dir(dr.run_id) / "failure.json").read_text())
     assert failure["failed_task"] == "validate_data"
@@ -152,6 +153,7 @@ def test_success_trains_registers_and_promotes_both(repo, dagbag, settings_env):
     assert str(dr.state) == "success", states
     for model in ("classifier", "ner"):
         assert states[f"{model}.train"] == "success" and states[f"{model}.promote"] == "success"
+        assert states[f"{model}.rescore_champion"] == "skipped"  # no champion yet: nothing to re-score
         (v,) = versions(model)
         assert v["aliases"] == ["champion"] and v["gate"] == "passed"
         assert v["data_version"] == repo["data_version"]
@@ -177,9 +179,8 @@ def test_nothing_changed_skips_training_and_says_why(repo, dagbag, settings_env)
     assert str(dr.state) == "success", states
     for model in ("classifier", "ner"):
         assert states[f"{model}.plan"] == "success"
-        assert {states[f"{model}.{t}"] for t in ("train", "evaluate", "gate", "register", "promote")} == {
-            "skipped"
-        }
+        after_plan = ("train", "train_result", "champion", "rescore_champion", "gate", "register", "promote")
+        assert {states[f"{model}.{t}"] for t in after_plan} == {"skipped"}
         reason = summary["models"][model]["reason"]
         assert "nothing changed since champion v1" in reason and "training skipped" in reason
         assert versions(model) == before[model]
@@ -208,7 +209,7 @@ def test_failed_gate_registers_a_challenger_and_keeps_the_champion(repo, dagbag,
     assert "not selected" in summary["models"]["ner"]["reason"]
 
 
-def test_training_crash_fails_the_run_cleanly(repo, dagbag, settings_env, tmp_path, webhook):
+def test_training_crash_fails_the_run_cleanly(repo, dagbag, settings_env, tmp_path, webhook, capfd):
     url, received = webhook
     venv = wrapper_venv(
         tmp_path, 'echo "loading model" >&2; echo "CUDA out of memory (simulated)" >&2; exit 137'
@@ -218,15 +219,15 @@ def test_training_crash_fails_the_run_cleanly(repo, dagbag, settings_env, tmp_pa
     dr, states, summary = run_dag(dagbag, {**TINY, "models": "classifier", "force": True})
     assert str(dr.state) == "failed"
     assert states["classifier.train"] == "failed"
-    assert {states[f"classifier.{t}"] for t in ("evaluate", "gate", "register", "promote")} == {
-        "upstream_failed"
-    }
+    after_train = ("train_result", "champion", "gate", "register", "promote")
+    assert {states[f"classifier.{t}"] for t in after_train} == {"upstream_failed"}
     assert versions("classifier") == before and champion("classifier") == "1"
-    from tasks.pipeline import run_dir
+    from tasks.pipeline.rundir import run_dir
 
     md = (run_dir(dr.run_id) / "failure.md").read_text()
-    assert "failed task: `classifier.train`" in md
-    assert "exited with code 137 (out of memory?)" in md and "CUDA out of memory (simulated)" in md
+    assert "failed task: `classifier.train`" in md and "non-zero exit code 137" in md
+    # The job's output streamed into the task's log as it ran (the BashOperator logs every line).
+    assert "CUDA out of memory (simulated)" in capfd.readouterr().out
     (posted,) = received
     assert posted["event"] == "dag_run_failed" and posted["failed_task"] == "classifier.train"
     assert posted["dag_run_id"] == dr.run_id
@@ -247,8 +248,42 @@ def test_training_crash_then_retry_registers_one_version(repo, dagbag, settings_
     after = versions("classifier")
     assert len(after) == len(before) + 1  # the crashed attempt left no version behind
     assert after[-1]["run_id"] == summary["models"]["classifier"]["run_id"]
-    from tasks.pipeline import run_dir
+    from tasks.pipeline.rundir import run_dir
 
     work = run_dir(dr.run_id) / "classifier"
     assert not (work / "try-1" / "metrics.json").exists() and (work / "try-2" / "metrics.json").exists()
     assert os.environ.get("NCBI_RETRAIN_TRAIN_VENV") == str(venv)
+
+
+def test_new_data_rescores_the_champion_before_the_gate(repo, dagbag, settings_env):
+    """On a new data version the champion's recorded metrics are stale: the champion is re-scored on the
+    new test split (`evaluate --model models:/NAME@champion` through the launcher) and gated on that."""
+    import subprocess
+
+    from tasks.versioning import publish, pull
+
+    settings_env()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "checkout", "-q", "v1", "--", "data.dvc"], cwd=repo["repo"], check=True)
+    pull(repo["repo"])
+    for name in ("train.tsv", "train.ids"):  # one abstract fewer: a new, valid data version
+        path = repo["repo"] / "data" / "tc3" / name
+        path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
+    v2 = publish(repo["repo"])
+    subprocess.run([*git, "commit", "-q", "-am", "data: v2"], cwd=repo["repo"], check=True)
+    subprocess.run([*git, "tag", "v2"], cwd=repo["repo"], check=True)
+    champion_before = champion("classifier")
+
+    dr, states, summary = run_dag(dagbag, {**TINY, "data_revision": "v2", "models": "classifier"})
+    assert str(dr.state) == "success", states
+    assert states["classifier.train"] == "success" and states["classifier.rescore_champion"] == "success"
+    from tasks.pipeline.rundir import run_dir
+
+    rescored = json.loads((run_dir(dr.run_id) / "classifier" / "champion-metrics.json").read_text())
+    assert rescored["data_version"] == v2 and rescored["model"].endswith("@champion")
+    decision = json.loads((run_dir(dr.run_id) / "classifier" / "decision.json").read_text())
+    assert decision["champion_value"] == pytest.approx(rescored["metrics"]["macro_f1"])
+    m = summary["models"]["classifier"]
+    assert m["champion_value"] == pytest.approx(rescored["metrics"]["macro_f1"])
+    assert "data_version" in m["plan"] and champion_before is not None
+    pull(repo["repo"], "v1")

@@ -1,0 +1,197 @@
+"""The job spec: the one `ncbi-retrain` command (argv + env) that every launcher's operator runs.
+
+The DAG picks the operator when it is parsed (`Settings.launcher`): `local` a BashOperator running the
+training venv's CLI, `docker` a DockerOperator of the trainer image, `kubernetes` a KubernetesPodOperator.
+This module builds what they run, so all three launch the same command with the same environment, and
+reads the job's result back: the command's last output line is its `--json` object (the XCom of the
+Bash and Docker operators); in a pod the CLI also writes it to `NCBI_RETRAIN_RESULT_FILE`, the file
+the KubernetesPodOperator's sidecar pushes. Nothing here imports Airflow, Docker or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import JobFailed
+from tasks.pipeline.rundir import run_dir
+from tasks.settings import Settings, get_settings
+from tasks.vocab import DataRef, JobSpec, Model, RunParams
+
+RESULT_FILE_ENV = "NCBI_RETRAIN_RESULT_FILE"  # the CLI also writes its --json object there
+K8S_RESULT_FILE = "/airflow/xcom/return.json"  # what the KubernetesPodOperator's XCom sidecar reads
+# The worker's variables a training container also gets (credentials among them: they never go into
+# XCom or the serialized DAG); the job's own env wins over them.
+_FORWARDED = ("NCBI_RETRAIN_", "MLFLOW_", "AWS_", "HF_", "TRANSFORMERS_OFFLINE")
+# Host-side choices that mean nothing inside the container.
+_NOT_FORWARDED = {"NCBI_RETRAIN_LAUNCHER", "NCBI_RETRAIN_TRAIN_VENV"}
+_NOT_FORWARDED_PREFIXES = ("NCBI_RETRAIN_DOCKER_", "NCBI_RETRAIN_K8S_")
+
+
+def job_env(settings: Settings, dag_run_id: str, data_version: str, commit: str) -> dict[str, str]:
+    """The job's environment: where MLflow is, and the lineage a container cannot find by itself."""
+    env = {
+        "MLFLOW_TRACKING_URI": settings.tracking_uri(),  # a relative SQLite path made absolute
+        "NCBI_RETRAIN_DAG_RUN_ID": dag_run_id,
+        "NCBI_RETRAIN_GIT_COMMIT": commit,  # containers have no .git
+        "NCBI_RETRAIN_DATA_VERSION": data_version,  # nor data.dvc
+        "NCBI_RETRAIN_PROJECT_DIR": str(settings.project_dir),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
+        "PYTHONUNBUFFERED": "1",  # progress lines reach the Airflow task log as they are printed
+    }
+    if settings.is_local_store():  # runs and artifacts land where the orchestrator reads them
+        env["NCBI_RETRAIN_MLFLOW_ARTIFACT_ROOT"] = str(settings.path(settings.mlflow_artifact_root).resolve())
+    if settings.launcher != "local":
+        env["NCBI_RETRAIN_IMAGE"] = settings.trainer_image  # the docker operator records the image ID
+    if settings.launcher == "kubernetes":
+        env[RESULT_FILE_ENV] = K8S_RESULT_FILE
+    return env
+
+
+def train_job(
+    model: Model | str,
+    options: RunParams,
+    data: DataRef,
+    dag_run_id: str,
+    commit: str,
+    settings: Settings | None = None,
+) -> JobSpec:
+    """`ncbi-retrain train MODEL ... --json`, with `--out <run dir>/MODEL/try-N` added per try."""
+    settings = settings or get_settings()
+    model = Model(model)
+    argv = ["train", model.value, "--data", data.data_dir, "--profile", options.profile.value]
+    argv += ["--data-version", data.data_version, "--json", *options.overrides()]
+    return JobSpec(
+        name=f"train-{model.value}",
+        argv=argv,
+        env=job_env(settings, dag_run_id, data.data_version, commit),
+        out_dir=str(run_dir(dag_run_id, settings) / model.value),
+    )
+
+
+def rescore_job(
+    model: Model | str,
+    data: DataRef,
+    dag_run_id: str,
+    out: Path,
+    commit: str,
+    settings: Settings | None = None,
+) -> JobSpec:
+    """`ncbi-retrain evaluate MODEL --model models:/NAME@champion ... --json`: the champion on this data."""
+    settings = settings or get_settings()
+    model = Model(model)
+    argv = ["evaluate", model.value, "--model", f"models:/{model.registered_name}@champion"]
+    argv += ["--data", data.data_dir, "--out", str(out), "--data-version", data.data_version, "--json"]
+    return JobSpec(
+        name=f"rescore-{model.value}-champion",
+        argv=argv,
+        env=job_env(settings, dag_run_id, data.data_version, commit),
+    )
+
+
+def mount_paths(settings: Settings | None = None) -> list[Path]:
+    """Host folders a job reads and writes, at the same path inside a container or pod: the project
+    (data, run folders), the work dir, and a local MLflow store; nested ones dropped."""
+    settings = settings or get_settings()
+    paths = [settings.project_dir, settings.path(settings.work_dir), settings.path(settings.data_dir)]
+    uri = settings.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        paths.append(Path(uri.removeprefix("sqlite:///")).parent)
+    if settings.is_local_store():
+        paths.append(settings.path(settings.mlflow_artifact_root))
+    unique: list[Path] = []
+    for p in (Path(p).resolve() for p in paths):
+        if not any(p == q or q in p.parents for q in unique):
+            unique = [q for q in unique if p not in q.parents] + [p]
+    return unique
+
+
+def ensure_mount_paths(settings: Settings | None = None) -> list[Path]:
+    """Create missing mount sources (an engine refuses a bind mount of a missing folder)."""
+    paths = mount_paths(settings)
+    for p in paths:
+        p.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def bash_script(job: JobSpec, try_number: int, venv: Path) -> str:
+    """The BashOperator's command for one try: the job's env, then `exec` of the venv's CLI."""
+    cli = Path(venv) / "bin" / "ncbi-retrain"
+    missing = f"training env not found: {cli} does not exist (run make setup or set NCBI_RETRAIN_TRAIN_VENV)"
+    lines = [f"# {job.name}, try {try_number}, in the training env {venv}"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(job.env.items())]
+    lines += [
+        f"export VIRTUAL_ENV={shlex.quote(str(venv))}",
+        'export PATH="$VIRTUAL_ENV/bin:$PATH"',
+        "unset PYTHONHOME",
+        f"[ -x {shlex.quote(str(cli))} ] || {{ echo {shlex.quote(missing)} >&2; exit 127; }}",
+        "exec " + shlex.join([str(cli), *job.argv_for(try_number)]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def forwarded_env(environ: Mapping[str, str], job: Mapping[str, str]) -> dict[str, str]:
+    """The worker's settings and credentials a training container also needs (not in `job`)."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if k.startswith(_FORWARDED)
+        and k not in _NOT_FORWARDED
+        and not k.startswith(_NOT_FORWARDED_PREFIXES)
+        and k not in job
+    }
+
+
+def job_result(output: Any, name: str) -> dict[str, Any]:
+    """The job's `--json` object from its operator's XCom: the pod's result file (already a dict), or the
+    Bash / Docker operator's last output line."""
+    if isinstance(output, Mapping):
+        return dict(output)
+    last = str(output or "").strip().splitlines()[-1:] or [""]
+    try:
+        doc = json.loads(last[0])
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise JobFailed(
+            f"{name}: the job's last output line is not its --json result object (got {last[0][:200]!r})"
+        )
+    return doc
+
+
+def explain_exit(
+    name: str,
+    code: int,
+    *,
+    image: str,
+    mem_limit: str | None = None,
+    oom_killed: bool = False,
+    log_lines: Iterable[str] = (),
+) -> str:
+    """One sentence for a failed container: how it ended (OOM named), in which image, its last lines."""
+    if oom_killed:
+        how = f"was killed for exceeding its memory limit {mem_limit or ''} (OOM)"
+    elif code == 137 and mem_limit:
+        # podman on cgroup v1 does not report OOMKilled: a SIGKILL under a limit is the OOM killer.
+        how = f"was killed by SIGKILL (exit 137) under its memory limit {mem_limit}: out of memory (OOM)"
+    elif code == 137:
+        how = "was killed by SIGKILL (exit 137: out of memory, or stopped by the engine)"
+    else:
+        how = f"exited with code {code}"
+    tail = [line for line in log_lines if line.strip()][-10:]
+    return f"{name} {how} in {image}; last log lines: {' | '.join(tail) or '(no output)'}"
+
+
+def missing_image(image: str, url: str, detail: str) -> str:
+    """One sentence for a trainer image the engine neither has nor can pull."""
+    return (
+        f"trainer image {image!r} is not on the container engine at {url} and could not be pulled "
+        f"({detail.strip()[:300]}): build it (`scripts/podman.sh build` or "
+        "`docker build -f docker/trainer.Dockerfile .`), push it to a registry the engine can reach, "
+        "or set NCBI_RETRAIN_TRAINER_IMAGE"
+    )
