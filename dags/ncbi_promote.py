@@ -18,6 +18,8 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from tasks.vocab import Model
+
 MODELS = ("classifier", "ner")
 # The same Assets as ncbi_retrain's (an Asset is identified by its name and URI).
 CHAMPION_ASSETS = {
@@ -38,8 +40,16 @@ CHAMPION_ASSETS = {
     tags=["ncbi-disease", "registry", "mlops"],
     default_args={"owner": "ml-platform", "retries": 0, "execution_timeout": timedelta(minutes=10)},
     params={
-        "model": Param("classifier", enum=list(MODELS), title="Model", section="Champion"),
-        "action": Param("promote", enum=["promote", "rollback"], title="Action", section="Champion"),
+        "model": Param(
+            Model.classifier.value,
+            type="string",
+            enum=[m.value for m in Model],
+            title="Model",
+            section="Champion",
+        ),
+        "action": Param(
+            "promote", type="string", enum=["promote", "rollback"], title="Action", section="Champion"
+        ),
         "version": Param(
             "previous",
             type="string",
@@ -48,12 +58,13 @@ CHAMPION_ASSETS = {
             description_md="A version number, or `previous`: the champion before the current one.",
             section="Champion",
         ),
+        # Required, so no default: the trigger form marks it and will not submit without it, and a REST
+        # trigger without it is refused (400) before any task runs.
         "reason": Param(
-            "",
             type="string",
             minLength=3,
             title="Reason",
-            description_md="Why the champion moves (recorded with your name).",
+            description_md="Why the champion moves (at least 3 characters; recorded with your name).",
             section="Champion",
         ),
     },

@@ -40,6 +40,9 @@ from typing import Any
 from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from tasks.settings import get_settings
+from tasks.vocab import Model, Profile, PromoteMode
+
 MODELS = ("classifier", "ner")
 CLASSIFIER_CHAMPION = Asset(
     name="ncbi-disease-classifier@champion", uri="mlflow://models/ncbi-disease-classifier/champion"
@@ -50,8 +53,10 @@ CHAMPION_ASSETS = {"classifier": CLASSIFIER_CHAMPION, "ner": NER_CHAMPION}
 # Deployment knobs from the environment (read at parse time: cheap, no DB, no network).
 _schedule = os.environ.get("NCBI_RETRAIN_SCHEDULE", "0 2 * * *")
 SCHEDULE = None if _schedule.lower() in ("", "none", "manual") else _schedule
-DEFAULT_PROFILE = os.environ.get("NCBI_RETRAIN_PROFILE", "cpu")
-GPU_POOL = os.environ.get("NCBI_RETRAIN_GPU_POOL", "gpu")
+# The profile of scheduled runs and the form's default (the stack chooses it: scripts/stack.sh).
+DEFAULT_PROFILE = Profile.parse(os.environ.get("NCBI_RETRAIN_PROFILE", Profile.cpu)).value
+GPU_POOL = get_settings().gpu_pool  # bounds concurrent training jobs
+GPU_QUEUE = get_settings().gpu_queue  # the executor queue the GPU workers consume (CeleryExecutor)
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("NCBI_RETRAIN_RETRY_DELAY_S", "60")))
 TRAIN_RETRIES = int(os.environ.get("NCBI_RETRAIN_TRAIN_RETRIES", "2"))
 TRAIN_TIMEOUT = timedelta(hours=7)  # above the launcher's own per-profile job deadline (gpu: 6 h)
@@ -115,25 +120,30 @@ def _options() -> Any:
     },
     on_failure_callback=_run_failed,
     params={
+        # Optional fields are `["null", ...]` with None as default: the UI's trigger form treats an empty
+        # string as a missing required value and would not submit. RunParams reads None as "profile default".
         "data_revision": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Data revision",
             description_md="Git revision of `data.dvc` (tag, branch, commit); empty: the checked-out one.",
             section="Data",
         ),
         "models": Param(
             "both",
-            enum=["both", "classifier", "ner"],
+            type="string",
+            enum=["both", *(m.value for m in Model)],
             title="Models",
             description_md="What to retrain.",
             section="Training",
         ),
         "profile": Param(
             DEFAULT_PROFILE,
-            enum=["tiny", "cpu", "gpu"],
+            type="string",
+            enum=[p.value for p in Profile],
             title="Profile",
-            description_md="`gpu` (production, bf16), `cpu` (MiniLM-L6), `tiny` (random BERT, tests).",
+            description_md="`gpu` (production, bf16), `cpu` (MiniLM-L6), `tiny` (random BERT, tests). "
+            "Scheduled runs use the deployment's `NCBI_RETRAIN_PROFILE`.",
             section="Training",
         ),
         "epochs": Param(
@@ -155,8 +165,8 @@ def _options() -> Any:
             section="Training",
         ),
         "encoder": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Encoder",
             description_md="`model.language_model.pretrained_model_name`: `tiny`, `minilm`, a Hugging Face "
             "name or a local directory; empty: the profile's default.",
@@ -172,8 +182,9 @@ def _options() -> Any:
             section="Training",
         ),
         "promote": Param(
-            "auto",
-            enum=["auto", "never"],
+            PromoteMode.auto.value,
+            type="string",
+            enum=[m.value for m in PromoteMode],
             title="Promote",
             description_md="`auto`: `champion` moves when the gate passes; `never`: challenger only.",
             section="Registry",
@@ -228,7 +239,7 @@ def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
 
         return pipeline.plan_training(model, _options(), data["data_version"])
 
-    @task(pool=GPU_POOL, retries=TRAIN_RETRIES, execution_timeout=TRAIN_TIMEOUT)
+    @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=TRAIN_RETRIES, execution_timeout=TRAIN_TIMEOUT)
     def train(plan: dict, data: dict) -> dict:
         """`ncbi-retrain train` in the training env / container; logs the run to MLflow."""
         from tasks import pipeline
@@ -240,7 +251,7 @@ def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
             model, _options(), data["data_dir"], data["data_version"], ctx["run_id"], ctx["ti"].try_number
         )
 
-    @task(pool=GPU_POOL)
+    @task(pool=GPU_POOL, queue=GPU_QUEUE)
     def evaluate(trained: dict, data: dict) -> dict:
         """The champion's metrics on the current test split (re-scored if from other data)."""
         from tasks import pipeline
