@@ -60,7 +60,7 @@ def ui_stack(postgres, tmp_path_factory) -> Iterator[tuple[AirflowEnv, Rest]]:
 
 
 @pytest.fixture(scope="module")
-def browser(ui_stack):
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="the dev group's playwright")
     exe = _chromium()
     with sync_api.sync_playwright() as pw:
