@@ -55,7 +55,7 @@ _schedule = os.environ.get("NCBI_RETRAIN_SCHEDULE", "0 2 * * *")
 SCHEDULE = None if _schedule.lower() in ("", "none", "manual") else _schedule
 # The profile of scheduled runs and the form's default (the stack chooses it: scripts/stack.sh).
 DEFAULT_PROFILE = Profile.parse(os.environ.get("NCBI_RETRAIN_PROFILE", Profile.cpu)).value
-GPU_POOL = get_settings().gpu_pool  # bounds concurrent training jobs
+GPU_POOL = os.environ.get("NCBI_RETRAIN_GPU_POOL", "gpu")
 GPU_QUEUE = get_settings().gpu_queue  # the executor queue the GPU workers consume (CeleryExecutor)
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("NCBI_RETRAIN_RETRY_DELAY_S", "60")))
 TRAIN_RETRIES = int(os.environ.get("NCBI_RETRAIN_TRAIN_RETRIES", "2"))
