@@ -157,6 +157,11 @@ EOF
 
 up() {
   mkdir -p "$STACK/logs" "$STACK/mlflow/artifacts" "$STACK/airflow"
+  if running airflow-scheduler && [[ $(cat "$STACK/executor" 2>/dev/null) != "$EXECUTOR" ]]; then
+    log "the stack is running with EXECUTOR=$(cat "$STACK/executor" 2>/dev/null || echo local): make down first"
+    exit 2
+  fi
+  echo "$EXECUTOR" >"$STACK/executor"
   secrets
   environment
   postgres_up

@@ -11,6 +11,10 @@ Generic on purpose (the Airflow integration tests reuse them):
 
 Both are stopped by their own PID at the end of the session and their folders removed. When PostgreSQL
 or MLflow is missing, the dependent tests are skipped with the reason.
+
+- `project`: a git + DVC project with a published slice of the corpus; `retrain_env`: the variables that
+  point Airflow's components at it and at `mlflow_server` (the DAG runs' tests). The components
+  themselves are started by stack_helpers.py.
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def test_make_up_celery_starts_everything_on_loopback_and_down_stops_it(stack_en
                 assert time.monotonic() < end, log.read_text()[-2000:]
                 time.sleep(2)
             assert "Connected to redis://:**@127.0.0.1" in log.read_text()
+        again = _stack({**stack_env, "NCBI_STACK_EXECUTOR": "local"}, "up")  # another executor: refused
+        assert again.returncode == 2 and "running with EXECUTOR=celery: make down first" in again.stdout
         listening = _listening(pids)
         assert {"redis", "mlflow", "airflow-api-server"} <= {name for name, _ in listening}
         assert {ip for _, ip in listening} == {"127.0.0.1"}, listening
