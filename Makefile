@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 PROFILE ?= cpu
+EXECUTOR ?= local
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -23,8 +24,8 @@ test: setup  ## Run every test tier (both environments)
 lint:  ## ruff check + format check
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-up: setup  ## Start the real stack on 127.0.0.1: PostgreSQL, MLflow, Airflow components
-	@bash scripts/stack.sh up
+up: setup  ## Start the real stack on 127.0.0.1: PostgreSQL, MLflow, Airflow (EXECUTOR=local|celery)
+	@NCBI_STACK_EXECUTOR=$(EXECUTOR) bash scripts/stack.sh up
 
 down:  ## Stop the stack started by `make up`
 	@bash scripts/stack.sh down

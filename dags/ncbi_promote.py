@@ -19,6 +19,8 @@ from pathlib import Path
 from airflow.sdk import Param, dag, get_current_context, task
 from ncbi_common import CHAMPION_ASSETS, MODELS, default_args
 
+from tasks.vocab import Model
+
 
 @dag(
     dag_id=Path(__file__).stem,
@@ -30,8 +32,16 @@ from ncbi_common import CHAMPION_ASSETS, MODELS, default_args
     tags=["ncbi-disease", "registry", "mlops"],
     default_args=default_args(retries=0, execution_timeout=timedelta(minutes=10)),
     params={
-        "model": Param("classifier", enum=list(MODELS), title="Model", section="Champion"),
-        "action": Param("promote", enum=["promote", "rollback"], title="Action", section="Champion"),
+        "model": Param(
+            Model.classifier.value,
+            type="string",
+            enum=[m.value for m in Model],
+            title="Model",
+            section="Champion",
+        ),
+        "action": Param(
+            "promote", type="string", enum=["promote", "rollback"], title="Action", section="Champion"
+        ),
         "version": Param(
             "previous",
             type="string",
@@ -40,12 +50,13 @@ from ncbi_common import CHAMPION_ASSETS, MODELS, default_args
             description_md="A version number, or `previous`: the champion before the current one.",
             section="Champion",
         ),
+        # Required, so no default: the trigger form marks it and will not submit without it, and a REST
+        # trigger without it is refused (400) before any task runs.
         "reason": Param(
-            "",
             type="string",
             minLength=3,
             title="Reason",
-            description_md="Why the champion moves (recorded with your name).",
+            description_md="Why the champion moves (at least 3 characters; recorded with your name).",
             section="Champion",
         ),
     },

@@ -57,6 +57,7 @@ from ncbi_common import (
 from ncbi_common.jobs import MACROS, job_operator
 
 from tasks.settings import get_settings
+from tasks.vocab import Model, Profile, PromoteMode
 
 SETTINGS = get_settings()  # the launcher, the GPU pool and queue: read once, when the DAG is parsed
 
@@ -87,25 +88,30 @@ def _run_id() -> str:
     on_failure_callback=run_failed,
     user_defined_macros=MACROS,  # job_argv / job_env / job_script: the jobs' templates
     params={
+        # Optional fields are `["null", ...]` with None as default: the UI's trigger form treats an empty
+        # string as a missing required value and would not submit. RunParams reads None as "profile default".
         "data_revision": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Data revision",
             description_md="Git revision of `data.dvc` (tag, branch, commit); empty: the checked-out one.",
             section="Data",
         ),
         "models": Param(
             "both",
-            enum=["both", "classifier", "ner"],
+            type="string",
+            enum=["both", *(m.value for m in Model)],
             title="Models",
             description_md="What to retrain.",
             section="Training",
         ),
         "profile": Param(
             DEFAULT_PROFILE,
-            enum=["tiny", "cpu", "gpu"],
+            type="string",
+            enum=[p.value for p in Profile],
             title="Profile",
-            description_md="`gpu` (production, bf16), `cpu` (MiniLM-L6), `tiny` (random BERT, tests).",
+            description_md="`gpu` (production, bf16), `cpu` (MiniLM-L6), `tiny` (random BERT, tests). "
+            "Scheduled runs use the deployment's `NCBI_RETRAIN_PROFILE`.",
             section="Training",
         ),
         "epochs": Param(
@@ -127,8 +133,8 @@ def _run_id() -> str:
             section="Training",
         ),
         "encoder": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Encoder",
             description_md="`model.language_model.pretrained_model_name`: `tiny`, `minilm`, a Hugging Face "
             "name or a local directory; empty: the profile's default.",
@@ -144,8 +150,9 @@ def _run_id() -> str:
             section="Training",
         ),
         "promote": Param(
-            "auto",
-            enum=["auto", "never"],
+            PromoteMode.auto.value,
+            type="string",
+            enum=[m.value for m in PromoteMode],
             title="Promote",
             description_md="`auto`: `champion` moves when the gate passes; `never`: challenger only.",
             section="Registry",

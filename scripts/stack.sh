@@ -2,39 +2,51 @@
 # `make up` / `make down`: the real stack on this machine, without containers, everything on 127.0.0.1.
 #   PostgreSQL cluster in .stack/pg (databases airflow, mlflow, mlflow_auth; password auth)
 #   MLflow tracking + registry server on it, authentication on (--app-name basic-auth)
-#   Airflow api-server, scheduler, dag-processor, triggerer (LocalExecutor, PARALLELISM=4,
-#   --skip-serve-logs: no log server on 0.0.0.0)
-# PIDs in .stack/*.pid (down stops each by its PID, with its process group), logs in .stack/logs/.
+#   Airflow api-server, scheduler, dag-processor, triggerer (PARALLELISM=4, --skip-serve-logs: no log
+#   server on 0.0.0.0)
+# Executor: NCBI_STACK_EXECUTOR (`make up EXECUTOR=...`): `local` (LocalExecutor, the default) or `celery`
+#   (CeleryExecutor): Redis as the broker (Debian's redis-server, 127.0.0.1, password, no persistence) and
+#   two Celery workers, `worker-default` (queue `default`) and `worker-gpu` (queue NCBI_RETRAIN_GPU_QUEUE,
+#   default `gpu`: the DAG routes train/evaluate there), each with --skip-serve-logs; each records its name
+#   as the task instances' host (NCBI_RETRAIN_WORKER_NAME), so the UI shows which worker ran what.
+# Scheduled runs: NCBI_RETRAIN_PROFILE (default cpu) is their profile and the form's default;
+#   NCBI_RETRAIN_SCHEDULE (cron, default 02:00 UTC; `none`: manual runs only).
+# State in .stack/ (or NCBI_STACK_DIR): PIDs in .stack/*.pid (down stops each by its PID, with its
+# process group), logs in .stack/logs/.
 # Secrets: from the environment when set (NCBI_STACK_PG_PASSWORD, MLFLOW_AUTH_ADMIN_PASSWORD,
-# NCBI_STACK_AIRFLOW_PASSWORD), otherwise generated once into .stack/secrets.env (mode 600, untracked).
-# Ports: NCBI_STACK_PG_PORT (5433), NCBI_STACK_MLFLOW_PORT (5000), NCBI_STACK_AIRFLOW_PORT (8080).
+# NCBI_STACK_AIRFLOW_PASSWORD, NCBI_STACK_REDIS_PASSWORD), otherwise generated once into
+# .stack/secrets.env (mode 600, untracked).
+# Ports: NCBI_STACK_PG_PORT (5433), NCBI_STACK_MLFLOW_PORT (5000), NCBI_STACK_AIRFLOW_PORT (8080),
+# NCBI_STACK_REDIS_PORT (6380).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-STACK=$ROOT/.stack
+STACK=${NCBI_STACK_DIR:-$ROOT/.stack}  # state, logs, PIDs, secrets (tests point it elsewhere)
 BIN=$ROOT/.venv/bin
 PG_PORT=${NCBI_STACK_PG_PORT:-5433}
 MLFLOW_PORT=${NCBI_STACK_MLFLOW_PORT:-5000}
 AIRFLOW_PORT=${NCBI_STACK_AIRFLOW_PORT:-8080}
+REDIS_PORT=${NCBI_STACK_REDIS_PORT:-6380}
+EXECUTOR=${NCBI_STACK_EXECUTOR:-local}
 PG_BIN=${PG_BINDIR:-$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)")}
-COMPONENTS=(mlflow airflow-api-server airflow-scheduler airflow-dag-processor airflow-triggerer)
+# In start order; `down` stops them in reverse (workers first, the broker after the scheduler).
+COMPONENTS=(mlflow redis airflow-api-server airflow-scheduler airflow-dag-processor airflow-triggerer
+  airflow-worker airflow-worker-gpu)
 
 as_pg() { if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi; }
 log() { printf 'stack: %s\n' "$*"; }
 
 secrets() {
+  local keys=(NCBI_STACK_PG_PASSWORD MLFLOW_AUTH_ADMIN_PASSWORD NCBI_STACK_AIRFLOW_PASSWORD NCBI_STACK_JWT_SECRET
+    NCBI_STACK_API_SECRET_KEY MLFLOW_FLASK_SERVER_SECRET_KEY NCBI_STACK_REDIS_PASSWORD) key
+  gen() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
   umask 077
-  if [[ ! -f $STACK/secrets.env ]]; then
-    gen() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
-    {
-      echo "NCBI_STACK_PG_PASSWORD=${NCBI_STACK_PG_PASSWORD:-$(gen)}"
-      echo "MLFLOW_AUTH_ADMIN_PASSWORD=${MLFLOW_AUTH_ADMIN_PASSWORD:-$(gen)}"
-      echo "NCBI_STACK_AIRFLOW_PASSWORD=${NCBI_STACK_AIRFLOW_PASSWORD:-$(gen)}"
-      echo "NCBI_STACK_JWT_SECRET=$(gen)"
-      echo "NCBI_STACK_API_SECRET_KEY=$(gen)"
-      echo "MLFLOW_FLASK_SERVER_SECRET_KEY=$(gen)"
-    } >"$STACK/secrets.env"
-    [[ $(grep -c '=.\+' "$STACK/secrets.env") == 6 ]] || { rm -f "$STACK/secrets.env"; log "could not generate secrets"; exit 1; }
+  touch "$STACK/secrets.env"
+  for key in "${keys[@]}"; do  # a stack from before a key existed gets just that key added
+    grep -q "^$key=." "$STACK/secrets.env" || echo "$key=${!key:-$(gen)}" >>"$STACK/secrets.env"
+  done
+  if grep -q '=$' "$STACK/secrets.env"; then
+    sed -i '/=$/d' "$STACK/secrets.env"; log "could not generate secrets"; exit 1
   fi
   set -a
   # shellcheck disable=SC1091
@@ -54,7 +66,19 @@ environment() {  # what every component (and the training jobs they start) sees
   export MLFLOW_HTTP_REQUEST_MAX_RETRIES=3 MLFLOW_HTTP_REQUEST_TIMEOUT=30
   export AIRFLOW_HOME=$STACK/airflow
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$pg/airflow"
-  export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__PARALLELISM=4
+  export AIRFLOW__CORE__PARALLELISM=4
+  case $EXECUTOR in
+    local) export AIRFLOW__CORE__EXECUTOR=LocalExecutor ;;
+    celery)
+      export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+      export AIRFLOW__CELERY__BROKER_URL="redis://:$NCBI_STACK_REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0"
+      # result backend: Airflow's default, the metadata database (db+postgresql)
+      export AIRFLOW__CORE__HOSTNAME_CALLABLE=tasks.settings.worker_hostname
+      ;;
+    *) log "unknown executor '$EXECUTOR' (make up EXECUTOR=...): expected local or celery"; exit 2 ;;
+  esac
+  export NCBI_RETRAIN_GPU_QUEUE=${NCBI_RETRAIN_GPU_QUEUE:-gpu}
+  export NCBI_RETRAIN_PROFILE=${NCBI_RETRAIN_PROFILE:-cpu}  # scheduled runs' profile, the form's default
   export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$AIRFLOW_PORT/execution/
   export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
@@ -105,11 +129,43 @@ postgres_up() {
   done
 }
 
+redis_up() {  # the Celery broker: loopback only, a password, nothing persisted
+  command -v redis-server >/dev/null \
+    || { log "redis-server not found: apt-get install redis-server (EXECUTOR=celery needs it)"; exit 1; }
+  "$BIN/python" -c 'import airflow.providers.celery' 2>/dev/null \
+    || { log "the Celery provider is missing from .venv: run make setup"; exit 1; }
+  mkdir -p "$STACK/redis"
+  (umask 077; cat >"$STACK/redis/redis.conf" <<EOF
+bind 127.0.0.1
+port $REDIS_PORT
+protected-mode yes
+requirepass $NCBI_STACK_REDIS_PASSWORD
+save ""
+appendonly no
+dir $STACK/redis
+EOF
+  )
+  start redis redis-server "$STACK/redis/redis.conf"
+  for _ in $(seq 1 60); do
+    [[ $(REDISCLI_AUTH=$NCBI_STACK_REDIS_PASSWORD redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] \
+      && return 0
+    running redis || { log "redis exited:"; tail -20 "$STACK/logs/redis.log" >&2; return 1; }
+    sleep 0.5
+  done
+  log "redis did not answer on 127.0.0.1:$REDIS_PORT within 30 s"; return 1
+}
+
 up() {
   mkdir -p "$STACK/logs" "$STACK/mlflow/artifacts" "$STACK/airflow"
+  if running airflow-scheduler && [[ $(cat "$STACK/executor" 2>/dev/null) != "$EXECUTOR" ]]; then
+    log "the stack is running with EXECUTOR=$(cat "$STACK/executor" 2>/dev/null || echo local): make down first"
+    exit 2
+  fi
+  echo "$EXECUTOR" >"$STACK/executor"
   secrets
   environment
   postgres_up
+  if [[ $EXECUTOR == celery ]]; then redis_up; fi
   sed "s|\${MLFLOW_AUTH_DATABASE_URI}|$MLFLOW_AUTH_DATABASE_URI|" mlflow/basic_auth.ini >"$STACK/mlflow/basic_auth.ini"
   chmod 600 "$STACK/mlflow/basic_auth.ini"
   start mlflow "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
@@ -123,14 +179,41 @@ up() {
   start airflow-scheduler "$BIN/airflow" scheduler --skip-serve-logs
   start airflow-dag-processor "$BIN/airflow" dag-processor
   start airflow-triggerer "$BIN/airflow" triggerer --skip-serve-logs
+  if [[ $EXECUTOR == celery ]]; then  # no log servers: the api-server reads their logs in .stack/airflow/logs
+    start airflow-worker env NCBI_RETRAIN_WORKER_NAME=worker-default \
+      "$BIN/airflow" celery worker -q default -c 2 -H default@%h --skip-serve-logs
+    start airflow-worker-gpu env NCBI_RETRAIN_WORKER_NAME=worker-gpu \
+      "$BIN/airflow" celery worker -q "$NCBI_RETRAIN_GPU_QUEUE" -c 1 -H gpu@%h --skip-serve-logs
+  fi
   wait_http mlflow "http://127.0.0.1:$MLFLOW_PORT/health"
   wait_http airflow-api-server "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health"
+  local schedule=${NCBI_RETRAIN_SCHEDULE:-0 2 * * *} workers="" took=""
+  case $NCBI_RETRAIN_PROFILE in
+    cpu) took=" (about 25 minutes on 2 CPU cores)" ;;
+    tiny) took=" (a few minutes; a random tiny BERT, for trying the stack only)" ;;
+  esac
+  [[ $EXECUTOR == celery ]] && workers=", Redis 127.0.0.1:$REDIS_PORT, worker-default + worker-gpu (queue $NCBI_RETRAIN_GPU_QUEUE)"
   cat <<EOF
-stack: up
+stack: up ($AIRFLOW__CORE__EXECUTOR$workers)
   Airflow  http://127.0.0.1:$AIRFLOW_PORT   user admin, password NCBI_STACK_AIRFLOW_PASSWORD in .stack/secrets.env
   MLflow   http://127.0.0.1:$MLFLOW_PORT   user admin, password MLFLOW_AUTH_ADMIN_PASSWORD in .stack/secrets.env
   Postgres 127.0.0.1:$PG_PORT    user postgres, password NCBI_STACK_PG_PASSWORD in .stack/secrets.env
-  Trigger: curl -X POST http://127.0.0.1:$AIRFLOW_PORT/auth/token -H 'Content-Type: application/json' \\
+
+  Both DAGs start PAUSED: nothing runs until you unpause one (UI toggle, or PATCH /api/v2/dags/ID).
+EOF
+  if [[ ${schedule,,} =~ ^(none|manual)?$ ]]; then
+    echo "  ncbi_retrain has no schedule (NCBI_RETRAIN_SCHEDULE=$schedule): it runs only when triggered."
+  else
+    cat <<EOF
+  Unpausing ncbi_retrain starts its latest scheduled run at once (cron '$schedule', UTC) with profile
+  $NCBI_RETRAIN_PROFILE$took, and a manual run waits behind it (one run at a time).
+  Manual runs only: make down; NCBI_RETRAIN_SCHEDULE=none make up.
+  Scheduled runs' profile: NCBI_RETRAIN_PROFILE=tiny|cpu|gpu make up.
+EOF
+  fi
+  cat <<EOF
+  Trigger: the Trigger button on the DAG's page (the Params form), or
+           curl -X POST http://127.0.0.1:$AIRFLOW_PORT/auth/token -H 'Content-Type: application/json' \\
              -d '{"username": "admin", "password": "..."}'   then POST /api/v2/dags/ncbi_retrain/dagRuns
   Stop:    make down
 EOF

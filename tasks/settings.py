@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         "gpu", description="Executor queue of the training tasks (Celery: the GPU workers consume it)."
     )
     webhook_url: str | None = Field(None, description="Posted a JSON summary when a DAG run fails.")
+    worker_name: str | None = Field(
+        None,
+        description="The host name Airflow records for the tasks this worker runs (see worker_hostname); "
+        "unset: the machine's FQDN.",
+    )
 
     def path(self, p: Path) -> Path:
         """Resolve a settings path against the project directory."""
@@ -113,3 +118,15 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def worker_hostname() -> str:
+    """Airflow's `[core] hostname_callable` for workers that share a machine (`make up EXECUTOR=celery`).
+
+    Airflow records the host of each task instance through this callable; by default it is the FQDN,
+    which every worker on one machine shares. With `NCBI_RETRAIN_WORKER_NAME` set, that name is recorded
+    instead, so the UI and the REST API show which worker (e.g. the GPU one) ran a task.
+    """
+    import socket
+
+    return get_settings().worker_name or socket.getfqdn()

@@ -27,7 +27,8 @@ OWNER = "ml-platform"
 # Deployment knobs from the environment (read at parse time: cheap, no DB, no network).
 _schedule = os.environ.get("NCBI_RETRAIN_SCHEDULE", "0 2 * * *")
 SCHEDULE = None if _schedule.lower() in ("", "none", "manual") else _schedule
-DEFAULT_PROFILE = os.environ.get("NCBI_RETRAIN_PROFILE", "cpu")
+# The profile of scheduled runs and the form's default (the stack chooses it: scripts/stack.sh).
+DEFAULT_PROFILE = vocab.Profile.parse(os.environ.get("NCBI_RETRAIN_PROFILE", vocab.Profile.cpu)).value
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("NCBI_RETRAIN_RETRY_DELAY_S", "60")))
 TRAIN_RETRIES = int(os.environ.get("NCBI_RETRAIN_TRAIN_RETRIES", "2"))
 TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("NCBI_RETRAIN_TRAIN_TIMEOUT_H", "7")))

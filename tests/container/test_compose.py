@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
 REQUIRED = {
     "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
-    "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "NCBI_RETRAIN_PROJECT_DIR",
+    "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "REDIS_PASSWORD", "NCBI_RETRAIN_PROJECT_DIR",
 }  # fmt: skip
 # Compose's forms: $$ (a literal $), ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}.
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)|\$")
+
+
+AIRFLOW_SERVICES = (
+    "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+    "airflow-worker", "airflow-worker-gpu",
+)  # fmt: skip
 
 
 def _compose_plugin() -> bool:
@@ -64,11 +70,10 @@ def test_every_variable_reference_is_well_formed_and_credentials_are_required():
 
 def test_services_wire_the_stack(doc):
     services = doc["services"]
-    assert {"postgres", "mlflow", "s3", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-triggerer", "trainer"} <= set(services)  # fmt: skip
+    assert {"postgres", "mlflow", "s3", "redis", "trainer", *AIRFLOW_SERVICES} <= set(services)
     mlflow_cmd = services["mlflow"]["command"][0]
     assert "--app-name basic-auth" in mlflow_cmd and "postgresql://" in mlflow_cmd and "s3://" in mlflow_cmd
-    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+    for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
         assert env["NCBI_RETRAIN_LAUNCHER"] == "docker"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -83,6 +88,26 @@ def test_services_wire_the_stack(doc):
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_celery_workers_split_the_gpu_queue_and_serve_no_logs(doc):
+    """CeleryExecutor on Redis; one worker per queue; logs shared on a volume instead of log servers."""
+    services = doc["services"]
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/0")
+        assert "airflow-logs:/opt/airflow/logs" in services[name]["volumes"]
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    queue = services["airflow-worker-gpu"]["environment"]["NCBI_RETRAIN_GPU_QUEUE"]
+    default = services["airflow-worker"]["command"].split()
+    gpu = services["airflow-worker-gpu"]["command"].split()
+    assert default[:2] == gpu[:2] == ["celery", "worker"]
+    assert default[default.index("--queues") + 1] == "default" and gpu[gpu.index("--queues") + 1] == queue
+    assert "--skip-serve-logs" in default and "--skip-serve-logs" in gpu
+    redis = services["redis"]
+    assert "--requirepass" in redis["command"][-1] and "--save ''" in redis["command"][-1]
+    assert "ports" not in redis  # reachable from the stack's network only
 
 
 def test_trainer_reserves_a_gpu_and_builds_from_the_trainer_dockerfile(doc):

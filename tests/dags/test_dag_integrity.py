@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -73,7 +74,25 @@ def test_retrain_flow_pools_queues_retries_and_assets(dagbag):
     assert all(t.on_failure_callback for t in dag.tasks)
 
 
+def test_retrain_flow_routes_training_to_the_gpu_queue(dagbag):
+    """Train and re-score run where the GPU workers listen (Celery queue), everything else on the default."""
+    dag = dagbag.get_dag("ncbi_retrain")
+    for model in ("classifier", "ner"):
+        assert dag.get_task(f"{model}.train").queue == "gpu"  # Settings.gpu_queue's default
+        assert dag.get_task(f"{model}.evaluate").queue == "gpu"
+    others = {t.queue for t in dag.tasks if not t.task_id.endswith((".train", ".evaluate"))}
+    assert others == {"default"}
+
+
+def _schema(params) -> dict[str, dict]:
+    return {k: params.get_param(k).schema for k in params}
+
+
 def test_retrain_params_form(dagbag):
+    """Every field the form may leave empty is nullable with a None default (the UI's trigger form refuses
+    an empty string in a `string` field); enums are drop-downs with the vocabulary's values."""
+    from tasks.vocab import RunParams
+
     params = dagbag.get_dag("ncbi_retrain").params
     assert set(params.keys()) == {
         "data_revision",
@@ -86,19 +105,51 @@ def test_retrain_params_form(dagbag):
         "promote",
         "force",
     }
-    schema = {k: params.get_param(k).schema for k in params}
+    schema = _schema(params)
     assert schema["models"]["enum"] == ["both", "classifier", "ner"]
     assert schema["profile"]["enum"] == ["tiny", "cpu", "gpu"]
     assert schema["promote"]["enum"] == ["auto", "never"]
-    assert schema["epochs"]["type"] == ["null", "integer"] and schema["force"]["type"] == "boolean"
-    params.validate()  # the defaults are a valid form
+    assert schema["force"]["type"] == "boolean"
+    optional = {"data_revision", "epochs", "learning_rate", "encoder", "max_seq_length"}
+    for key in optional:
+        assert "null" in schema[key]["type"], key
+        assert params.get_param(key).value is None, key
+    for key in set(params.keys()) - optional:  # the rest always has a valid value
+        assert params.get_param(key).value is not None, key
+    assert params.validate() == {
+        "data_revision": None,
+        "models": "both",
+        "profile": "cpu",
+        "epochs": None,
+        "learning_rate": None,
+        "encoder": None,
+        "max_seq_length": None,
+        "promote": "auto",
+        "force": False,
+    }
+    defaults = RunParams.from_params(params.validate())  # what the tasks make of an untouched form
+    assert defaults.models is None and defaults.overrides() == [] and defaults.data_revision is None
 
 
 def test_promote_params_form(dagbag):
+    """`reason` is required (no default): the form and the REST API refuse a run without it."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
     dag = dagbag.get_dag("ncbi_promote")
     assert dag.schedule is None
     assert {t.task_id for t in dag.tasks} == {"move_classifier_champion", "move_ner_champion"}
-    assert dag.params.get_param("version").schema["pattern"] == r"^([0-9]+|previous)$"
+    schema = _schema(dag.params)
+    assert schema["version"]["pattern"] == r"^([0-9]+|previous)$"
+    assert schema["model"]["enum"] == ["classifier", "ner"]
+    assert schema["reason"]["type"] == "string" and schema["reason"]["minLength"] == 3
+    assert not dag.params.get_param("reason").has_value
+    with pytest.raises(ParamValidationError, match="no default"):
+        copy.deepcopy(dag.params).validate()  # what creating a run without `reason` does
+    form = copy.deepcopy(dag.params)
+    with pytest.raises(ParamValidationError, match="reason"):
+        form["reason"] = "no"
+    form["reason"] = "bad data"
+    assert form.validate()["reason"] == "bad data"
 
 
 _PROBE = r"""

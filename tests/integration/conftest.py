@@ -11,6 +11,10 @@ Generic on purpose (the Airflow integration tests reuse them):
 
 Both are stopped by their own PID at the end of the session and their folders removed. When PostgreSQL
 or MLflow is missing, the dependent tests are skipped with the reason.
+
+- `project`: a git + DVC project with a published slice of the corpus; `retrain_env`: the variables that
+  point Airflow's components at it and at `mlflow_server` (the DAG runs' tests). The components
+  themselves are started by stack_helpers.py.
 """
 
 from __future__ import annotations
@@ -193,3 +197,38 @@ def mlflow_server(
         yield MlflowServer(f"http://127.0.0.1:{port}", port, backend, artifacts, log, proc.pid)
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture
+def project(imported_data, tmp_path, monkeypatch):
+    """A git + DVC project with a published data slice (the stack's NCBI_RETRAIN_PROJECT_DIR)."""
+    from dag_helpers import commit_data, make_project
+
+    from tasks.settings import get_settings
+    from tasks.versioning import publish
+
+    repo = tmp_path / "repo"
+    make_project(imported_data, repo)
+    monkeypatch.setenv("NCBI_RETRAIN_PROJECT_DIR", str(repo))
+    monkeypatch.setenv("NCBI_RETRAIN_DVC_REMOTE_URL", str(tmp_path / "dvc-remote"))
+    get_settings.cache_clear()
+    version = publish(repo)
+    commit_data(repo, "data v1")
+    yield {"repo": repo, "remote": tmp_path / "dvc-remote", "data_version": version}
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def retrain_env(mlflow_server: MlflowServer, project: dict) -> dict[str, str]:
+    """What the Airflow components need to run `ncbi_retrain` on `project` against `mlflow_server`."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".venv-train" / "bin" / "ncbi-retrain").exists():
+        pytest.skip("needs .venv-train (run `make setup`)")
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "NCBI_RETRAIN_PROJECT_DIR": str(project["repo"]),
+        "NCBI_RETRAIN_DVC_REMOTE_URL": str(project["remote"]),
+        "NCBI_RETRAIN_TRAIN_VENV": str(root / ".venv-train"),
+        "NCBI_RETRAIN_GIT_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+        "NCBI_RETRAIN_SCHEDULE": "none",  # only the REST-triggered run
+    }
