@@ -79,8 +79,8 @@ def test_retrain_flow_routes_training_to_the_gpu_queue(dagbag):
     dag = dagbag.get_dag("ncbi_retrain")
     for model in ("classifier", "ner"):
         assert dag.get_task(f"{model}.train").queue == "gpu"  # Settings.gpu_queue's default
-        assert dag.get_task(f"{model}.evaluate").queue == "gpu"
-    others = {t.queue for t in dag.tasks if not t.task_id.endswith((".train", ".evaluate"))}
+        assert dag.get_task(f"{model}.rescore_champion").queue == "gpu"
+    others = {t.queue for t in dag.tasks if not t.task_id.endswith((".train", ".rescore_champion"))}
     assert others == {"default"}
 
 
