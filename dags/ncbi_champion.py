@@ -1,0 +1,156 @@
+"""
+# ncbi_champion
+
+Nobody moves `champion` unchecked. Runs on every Asset event of **ncbi-disease-classifier@champion** or
+**ncbi-disease-ner@champion**: the pipeline's own promotions (`ncbi_retrain`, `ncbi_promote`) and every
+move reported by MLflow's webhook (a person setting the alias in MLflow's UI or API), received by the
+`ncbi_retrain_webhooks` plugin in the api-server.
+
+```
+per model whose champion moved:  inspect -> enforce -> smoke (training env) -> card
+```
+
+- **inspect**: verify the version now holding `champion` (gate tag `passed`, lineage tags present,
+  `.nemo` sha256 as recorded); a move this project did not make is recorded in the alias history as an
+  *outside move* (`ncbi-retrain models history NAME`, and the table in the registered model's
+  description).
+- **enforce**: an unverified champion is moved back to the newest earlier champion that still verifies
+  (`NCBI_RETRAIN_CHAMPION_GUARD=revert`, the default) or only reported (`alert`); either way the run
+  fails with the reason (`runs/<run id>/failure.md`, posted to `NCBI_RETRAIN_WEBHOOK_URL`). A revert is
+  never reverted again, so the guard cannot loop.
+- **smoke**: `ncbi-retrain predict` through `models:/NAME@champion` in the training env, on the NeMo
+  tutorial's three sentences and `tasks/behaviour.yaml`.
+- **card**: the model card (lineage, gate decision with numbers and plots, smoke results) is logged to
+  the version's run and shown as the version's description.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from tasks.vocab import MODELS, champion_asset_name, champion_asset_uri
+
+CHAMPION_ASSETS = {m.value: Asset(name=champion_asset_name(m), uri=champion_asset_uri(m)) for m in MODELS}
+
+
+def _task_failed(context: dict[str, Any]) -> None:
+    """Note the failed task and its error in the run's work dir (the failure summary collects them)."""
+    from tasks import pipeline
+
+    ti = context["ti"]
+    exc = context.get("exception")
+    pipeline.record_task_failure(
+        dag_id=ti.dag_id,
+        dag_run_id=context["run_id"],
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+        error=f"{type(exc).__name__}: {exc}" if exc else "unknown error",
+        log_url=getattr(ti, "log_url", None),
+    )
+
+
+def _run_failed(context: dict[str, Any]) -> None:
+    """failure.md / failure.json, posted to NCBI_RETRAIN_WEBHOOK_URL when set (as ncbi_retrain does)."""
+    from tasks import pipeline
+
+    ti = context.get("ti")
+    pipeline.report_run_failure(
+        dag_id=context["dag"].dag_id,
+        dag_run_id=context["run_id"],
+        reason=str(context.get("reason") or "task_failure"),
+        failed_task=getattr(ti, "task_id", None),
+    )
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    schedule=CHAMPION_ASSETS["classifier"] | CHAMPION_ASSETS["ner"],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["ncbi-disease", "registry", "mlops"],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 0,
+        "execution_timeout": timedelta(minutes=15),
+        "on_failure_callback": _task_failed,
+    },
+    on_failure_callback=_run_failed,
+)
+def ncbi_champion() -> None:
+    for model in CHAMPION_ASSETS:
+        with TaskGroup(group_id=model):
+            champion_flow(model)
+
+
+def champion_flow(model: str) -> None:
+    """inspect -> enforce -> smoke -> card for one model."""
+
+    @task
+    def inspect() -> dict:
+        """Verify the current champion; record an outside move; decide accept / skip / revert / alert."""
+        from tasks.registry import guard
+
+        ctx = get_current_context()
+        events = ctx["triggering_asset_events"]
+        mine = list(events.get(CHAMPION_ASSETS[model], []))
+        if len(events) and not mine:
+            raise AirflowSkipException(f"no move of the {model} champion in this run")
+        reported = [dict(e.extra or {}) | {"source_dag_id": e.source_dag_id} for e in mine]
+        return guard.inspect(model, reported)
+
+    @task
+    def enforce(plan: dict) -> dict:
+        """Revert (policy revert) or report an unverified champion: the run fails with the reason."""
+        from tasks.registry import guard
+
+        if plan["action"] == "skip":
+            raise AirflowSkipException(plan["reason"])
+        if plan["action"] == "revert":
+            moved = guard.revert(plan)
+            raise AirflowFailException(f"{plan['reason']} (champion now v{moved['version']})")
+        if plan["action"] == "alert":
+            raise AirflowFailException(plan["reason"])
+        return plan
+
+    @task
+    def card(plan: dict, smoke_line: str | None) -> dict:
+        """Judge the smoke test; attach the model card to the version."""
+        from tasks.registry import card as cards
+        from tasks.registry import guard
+        from tasks.registry.service import client
+
+        profile = client().get_model_version(plan["name"], plan["version"]).tags.get("gate_profile")
+        smoke = cards.judge_smoke(model, smoke_line, profile)
+        written = cards.write_model_card(model, plan["version"], smoke)
+        guard.record_check(plan, "passed" if smoke["passed"] else "failed", {"smoke": smoke["reason"]})
+        if not smoke["passed"]:
+            raise AirflowFailException(f"{plan['name']} v{plan['version']} smoke test failed: {smoke['reason']}")
+        return {"version": plan["version"], "smoke": smoke["reason"], "card": written["uri"]}
+
+    planned = enforce(inspect())
+    smoke = BashOperator(
+        task_id="smoke",
+        bash_command=_smoke_command(model),
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        append_env=True,
+        doc_md="`ncbi-retrain predict` through `models:/NAME@champion` in the training env (last line: JSON).",
+    )
+    planned >> smoke
+    card(planned, smoke.output)
+
+
+def _smoke_command(model: str) -> str:
+    from tasks.registry.card import smoke_command
+
+    return smoke_command(model)
+
+
+ncbi_champion()
