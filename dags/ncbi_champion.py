@@ -132,7 +132,8 @@ def champion_flow(model: str) -> None:
         written = cards.write_model_card(model, plan["version"], smoke)
         guard.record_check(plan, "passed" if smoke["passed"] else "failed", {"smoke": smoke["reason"]})
         if not smoke["passed"]:
-            raise AirflowFailException(f"{plan['name']} v{plan['version']} smoke test failed: {smoke['reason']}")
+            what = f"{plan['name']} v{plan['version']}"
+            raise AirflowFailException(f"{what} smoke test failed: {smoke['reason']}")
         return {"version": plan["version"], "smoke": smoke["reason"], "card": written["uri"]}
 
     planned = enforce(inspect())
@@ -141,7 +142,7 @@ def champion_flow(model: str) -> None:
         bash_command=_smoke_command(model),
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         append_env=True,
-        doc_md="`ncbi-retrain predict` through `models:/NAME@champion` in the training env (last line: JSON).",
+        doc_md="`ncbi-retrain predict` via `models:/NAME@champion` in the training env (last line: JSON).",
     )
     planned >> smoke
     card(planned, smoke.output)

@@ -23,7 +23,7 @@ Variable of our own to grow and prune.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, Request
@@ -114,4 +114,6 @@ class NcbiRetrainWebhooks(AirflowPlugin):
     """Mounts the receiver at /ncbi-retrain in the api-server."""
 
     name = "ncbi_retrain_webhooks"
-    fastapi_apps = [{"app": app, "url_prefix": "/ncbi-retrain", "name": "ncbi-retrain MLflow webhooks"}]
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": app, "url_prefix": "/ncbi-retrain", "name": "ncbi-retrain MLflow webhooks"}
+    ]

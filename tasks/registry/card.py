@@ -75,12 +75,12 @@ def judge_smoke(model: str, output: str | None, profile: str | None) -> dict[str
         )
         if not ok_shape:
             malformed.append(case["text"][:40])
-        judged.append(
-            {"text": case["text"], "expected": case["expected"], "predicted": got, "right": got == case["expected"]}
-        )
+        right = got == case["expected"]
+        judged.append({"text": case["text"], "expected": case["expected"], "predicted": got, "right": right})
     wrong = [c for c in judged if not c["right"]]
     if len(rows) != len(cases) or malformed:
-        reason = f"{len(malformed) or abs(len(rows) - len(cases))} of {len(cases)} predictions malformed or missing"
+        bad = len(malformed) or abs(len(rows) - len(cases))
+        reason = f"{bad} of {len(cases)} predictions malformed or missing"
         passed = False
     elif required and wrong:
         reason = (
@@ -157,11 +157,14 @@ def _card_markdown(info: dict, decision: Any, smoke: dict | None, plots: list[st
         "",
     ]
     if decision is None:
-        lines += [f"No decision JSON on the run; version tags say: gate {info['gate']['gate']}: "
-                  f"{info['gate']['reason']}", ""]
+        lines += [
+            f"No decision JSON on the run; version tags say: gate {info['gate']['gate']}: "
+            f"{info['gate']['reason']}",
+            "",
+        ]
     else:
         lines += [decision.reason, "", "| metric | challenger | champion | gate |", "|---|---|---|---|"]
-        lines += _gate_rows(decision) + [""]
+        lines += [*_gate_rows(decision), ""]
         lines += [f"![{p}]({p})" for p in plots if p.endswith(".png")]
         lines += ["", "Full report with every number: [gate.md](gate.md)", ""]
     lines += ["## Smoke test through `models:/NAME@champion`", ""]
@@ -172,8 +175,10 @@ def _card_markdown(info: dict, decision: Any, smoke: dict | None, plots: list[st
     else:
         lines.append("not run")
     lines += ["", "## Alias moves of this version", ""]
-    lines += [f"- {m['when']} {m['who']}: {m['alias']} {m.get('from') or '-'} -> {m.get('to')}: {m['why']}"
-              for m in info["alias_moves"]] or ["- none"]
+    lines += [
+        f"- {m['when']} {m['who']}: {m['alias']} {m.get('from') or '-'} -> {m.get('to')}: {m['why']}"
+        for m in info["alias_moves"]
+    ] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +187,7 @@ def _short_card(info: dict, decision: Any, smoke: dict | None, uri: str) -> str:
     if decision is not None:
         lines += ["| metric | challenger | champion | gate |", "|---|---|---|---|", *_gate_rows(decision), ""]
     if smoke:
-        lines.append(f"Smoke test via `@champion`: **{'passed' if smoke['passed'] else 'FAILED'}**: {smoke['reason']}")
+        verdict = "passed" if smoke["passed"] else "FAILED"
+        lines.append(f"Smoke test via `@champion`: **{verdict}**: {smoke['reason']}")
     text = "\n".join(lines)
     return text if len(text) <= 4900 else text[:4880] + "\n\n(truncated)"

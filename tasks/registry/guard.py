@@ -153,9 +153,11 @@ def _decide(plan: dict[str, Any], last: dict[str, Any] | None, failures: list[st
     what = f"{name} v{current}" if current else f"{name} (no champion)"
     summary = f"{what} is not a verified champion: {'; '.join(failures)}"
     if last and last.get("who") == GUARD_ACTOR and str(last.get("why", "")).startswith(REVERT):
-        return plan | {"action": "alert", "reason": f"{summary}; it was put there by a revert: not reverted again"}
+        why = f"{summary}; it was put there by a revert: not reverted again"
+        return plan | {"action": "alert", "reason": why}
     if get_settings().champion_guard == "alert":
-        return plan | {"action": "alert", "reason": f"{summary}; NCBI_RETRAIN_CHAMPION_GUARD=alert: left as is"}
+        why = f"{summary}; NCBI_RETRAIN_CHAMPION_GUARD=alert: left as is"
+        return plan | {"action": "alert", "reason": why}
     target = previous_verified(name, exclude=current)
     if target is None:
         return plan | {"action": "alert", "reason": f"{summary}; no earlier verified champion to revert to"}

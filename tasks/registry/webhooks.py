@@ -241,4 +241,3 @@ def alias_event_body(name: str, alias: str, version: str | None, action: str = "
         "data": data,
     }
     return json.dumps(doc).encode()
-

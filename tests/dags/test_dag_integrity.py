@@ -20,11 +20,15 @@ HEAVY = ("torch", "nemo", "pandas", "mlflow", "great_expectations", "dvc", "tran
 
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {p.stem for p in DAG_FILES} == {
-        "ncbi_retrain",
-        "ncbi_promote",
-        "ncbi_champion",
-    }
+    assert (
+        set(dagbag.dag_ids)
+        == {p.stem for p in DAG_FILES}
+        == {
+            "ncbi_retrain",
+            "ncbi_promote",
+            "ncbi_champion",
+        }
+    )
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
