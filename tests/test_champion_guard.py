@@ -173,3 +173,61 @@ def test_a_rollback_through_ncbi_promote_records_the_airflow_user(two_versions):
     )
     last = champion_moves()[-1]
     assert (last["to"], last["who"]) == (v1, "airflow:ncbi_promote:alice")
+
+
+def _predictions(labels: list[int]) -> str:
+    import json
+
+    rows = [
+        {"label": lb, "name": "x", "probabilities": [0.1, 0.1, 0.1][:lb] + [0.8] + [0.1] * (2 - lb)}
+        for lb in labels
+    ]
+    return json.dumps({"predictions": rows})
+
+
+def test_smoke_judgement_requires_behaviour_only_where_the_gate_did():
+    from tasks.registry.card import judge_smoke, smoke_cases, smoke_command
+
+    cases = smoke_cases("classifier")
+    assert len(cases) >= 3  # the tutorial's three sentences first
+    assert "models:/ncbi-disease-classifier@champion" in smoke_command("classifier")
+    right = _predictions([c["expected"] for c in cases])
+    wrong = _predictions([(c["expected"] + 1) % 3 for c in cases])
+    assert judge_smoke("classifier", right, "cpu")["passed"]
+    assert not judge_smoke("classifier", wrong, "cpu")["passed"]  # cpu/gpu gates check behaviour
+    assert judge_smoke("classifier", wrong, "tiny")["passed"]  # the tiny gate does not
+    assert not judge_smoke("classifier", "Traceback ...", "tiny")["passed"]
+    assert not judge_smoke("classifier", _predictions([0]), "tiny")["passed"]  # missing predictions
+
+
+def test_the_model_card_is_logged_to_the_run_and_shown_on_the_version(two_versions):
+    from mlflow.artifacts import download_artifacts
+
+    from tasks.registry.card import CARD_TAG, judge_smoke, smoke_cases, write_model_card
+
+    v1, _ = two_versions
+    smoke = judge_smoke("classifier", _predictions([c["expected"] for c in smoke_cases("classifier")]), "cpu")
+    card = write_model_card("classifier", v1, smoke)
+    mv = client().get_model_version(NAME, v1)
+    assert (
+        mv.tags[CARD_TAG] == card["uri"] and "Model card" in mv.description and "macro_f1" in mv.description
+    )
+    text = Path(download_artifacts(card["uri"])).read_text()
+    for needle in ("## Lineage", "data d1", "## Gate decision", "macro_f1", ".png)", "Smoke test", "passed"):
+        assert needle in text, needle
+
+
+def test_an_announced_move_that_is_never_recorded_ends_up_as_an_outside_move(two_versions):
+    import json
+    import time
+
+    from tasks.registry.aliases import PENDING_TAG
+
+    v3 = registry.register_run(
+        "classifier", log_candidate(metrics=GOOD, payload=b"v3"), decide("classifier", GOOD, None, "cpu")
+    )
+    pending = {"alias": "champion", "to": v3.version, "who": "airflow:ncbi_retrain", "at": time.time()}
+    client().set_registered_model_tag(NAME, PENDING_TAG, json.dumps(pending))
+    client().set_registered_model_alias(NAME, "champion", v3.version)  # then the mover crashed
+    plan = guard.inspect("classifier", [], grace_s=1)
+    assert plan["outside"] and champion_moves()[-1]["to"] == v3.version

@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 CHAMPION, CHALLENGER = Alias.champion.value, Alias.challenger.value
 HISTORY_TAG = "alias_history"
+PENDING_TAG = "alias_move_pending"  # set while this project moves an alias, until the move is recorded
 HISTORY_PAGE_CHARS = 4500  # registered-model tag values are VARCHAR(5000) on SQL stores
 
 
@@ -110,6 +112,10 @@ def move_alias(
     current = str(current) if current is not None else None
     if current == version:
         return None
+    # Announce the move first: the champion guard, woken by MLflow's webhook for this very move, then
+    # waits for its history entry instead of taking it for an outside move.
+    pending = {"alias": alias, "to": version, "who": who, "at": time.time()}
+    client.set_registered_model_tag(name, PENDING_TAG, json.dumps(pending))
     if version is None:
         client.delete_registered_model_alias(name, alias)
     else:
@@ -117,6 +123,7 @@ def move_alias(
     when = datetime.now(UTC).isoformat(timespec="seconds")
     entry = {"when": when, "who": who, "alias": alias, "from": current, "to": version, "why": why[:500]}
     record(client, name, entry)
+    client.delete_registered_model_tag(name, PENDING_TAG)
     return entry
 
 

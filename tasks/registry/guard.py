@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.errors import DataError
-from tasks.registry.aliases import CHAMPION, history_from_tags, record
+from tasks.registry.aliases import CHAMPION, PENDING_TAG, history_from_tags, record
 from tasks.registry.champion import _set_champion, verify_nemo
 from tasks.registry.service import client, mlflow_call, registered_name
 from tasks.settings import get_settings
@@ -35,7 +35,7 @@ CHECK_TAG = "champion_check"
 LINEAGE_TAGS = ("data_version", "git_commit", "image", "config_fingerprint", "run_id")
 MISSING = ("", "unknown", "none", None)
 OUTSIDE_WHO = "mlflow user (not reported by MLflow)"
-GRACE_S = 10.0  # the project records its own move right after setting the alias; give it this long
+GRACE_S = 30.0  # how long a move this project announced (aliases.PENDING_TAG) may take to be recorded
 
 
 def verify_version(name: str, version: str) -> list[str]:
@@ -68,6 +68,16 @@ def _champion_state(name: str) -> tuple[str | None, list[dict[str, Any]], dict[s
     return (None if current is None else str(current)), moves, dict(rm.tags)
 
 
+def _announced(tags: dict[str, str], current: str | None) -> bool:
+    """Whether this project announced moving `champion` to `current` (within the last minutes)."""
+    try:
+        pending = json.loads(tags.get(PENDING_TAG) or "{}")
+    except json.JSONDecodeError:
+        return False
+    fresh = time.time() - float(pending.get("at") or 0) < 300
+    return fresh and pending.get("alias") == CHAMPION and pending.get("to") == current
+
+
 def _move_key(entry: dict[str, Any] | None) -> str:
     return "" if entry is None else f"{entry.get('when')}|{entry.get('from')}|{entry.get('to')}"
 
@@ -82,11 +92,13 @@ def inspect(
     Returns a JSON-able plan: {model, name, version, previous, outside, failures, action, reason, target}.
     """
     name = registered_name(model)
-    current, moves, _ = _champion_state(name)
+    current, moves, tags = _champion_state(name)
     deadline = time.monotonic() + grace_s
-    while (moves[-1]["to"] if moves else None) != current and time.monotonic() < deadline:
-        time.sleep(1.0)  # the project's own move may not be recorded yet
-        current, moves, _ = _champion_state(name)
+    while (moves[-1]["to"] if moves else None) != current and _announced(tags, current):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # this project's own move, announced but not recorded yet
+        current, moves, tags = _champion_state(name)
     last = moves[-1] if moves else None
     plan: dict[str, Any] = {
         "model": model,
