@@ -7,17 +7,16 @@ move reported by MLflow's webhook (a person setting the alias in MLflow's UI or 
 `ncbi_retrain_webhooks` plugin in the api-server.
 
 ```
-per model whose champion moved:  inspect -> enforce -> smoke (training env) -> card
+per model whose champion moved:  check -> smoke (training env) -> card
 ```
 
-- **inspect**: verify the version now holding `champion` (gate tag `passed`, lineage tags present,
+- **check**: verify the version now holding `champion` (gate tag `passed`, lineage tags present,
   `.nemo` sha256 as recorded); a move this project did not make is recorded in the alias history as an
   *outside move* (`ncbi-retrain models history NAME`, and the table in the registered model's
-  description).
-- **enforce**: an unverified champion is moved back to the newest earlier champion that still verifies
-  (`NCBI_RETRAIN_CHAMPION_GUARD=revert`, the default) or only reported (`alert`); either way the run
-  fails with the reason (`runs/<run id>/failure.md`, posted to `NCBI_RETRAIN_WEBHOOK_URL`). A revert is
-  never reverted again, so the guard cannot loop.
+  description). An unverified champion is moved back to the newest earlier champion that still
+  verifies (`NCBI_RETRAIN_CHAMPION_GUARD=revert`, the default) or only reported (`alert`); either way the
+  run fails with the reason (`runs/<run id>/failure.md`, posted to `NCBI_RETRAIN_WEBHOOK_URL`). A revert
+  is never reverted again, so the guard cannot loop.
 - **smoke**: `ncbi-retrain predict` through `models:/NAME@champion` in the training env, on the NeMo
   tutorial's three sentences and `tasks/behaviour.yaml`.
 - **card**: the model card (lineage, gate decision with numbers and plots, smoke results) is logged to
@@ -91,11 +90,12 @@ def ncbi_champion() -> None:
 
 
 def champion_flow(model: str) -> None:
-    """inspect -> enforce -> smoke -> card for one model."""
+    """check -> smoke -> card for one model (one task for the checks: each task start costs seconds)."""
 
     @task
-    def inspect() -> dict:
-        """Verify the current champion; record an outside move; decide accept / skip / revert / alert."""
+    def check() -> dict:
+        """Verify the champion and record an outside move; revert (policy revert) or report an unverified
+        one, failing the run with the reason."""
         from tasks.registry import guard
 
         ctx = get_current_context()
@@ -104,13 +104,7 @@ def champion_flow(model: str) -> None:
         if len(events) and not mine:
             raise AirflowSkipException(f"no move of the {model} champion in this run")
         reported = [dict(e.extra or {}) | {"source_dag_id": e.source_dag_id} for e in mine]
-        return guard.inspect(model, reported)
-
-    @task
-    def enforce(plan: dict) -> dict:
-        """Revert (policy revert) or report an unverified champion: the run fails with the reason."""
-        from tasks.registry import guard
-
+        plan = guard.inspect(model, reported)
         if plan["action"] == "skip":
             raise AirflowSkipException(plan["reason"])
         if plan["action"] == "revert":
@@ -136,7 +130,7 @@ def champion_flow(model: str) -> None:
             raise AirflowFailException(f"{what} smoke test failed: {smoke['reason']}")
         return {"version": plan["version"], "smoke": smoke["reason"], "card": written["uri"]}
 
-    planned = enforce(inspect())
+    planned = check()
     smoke = BashOperator(
         task_id="smoke",
         bash_command=_smoke_command(model),

@@ -74,11 +74,10 @@ def receive(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
 def record(extra: dict[str, Any], model: str) -> tuple[int, dict[str, Any]]:
     """Record the Asset event unless this delivery id was recorded already."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from airflow.assets.manager import asset_manager
     from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.sqlalchemy import with_row_locks
     from sqlalchemy import select
@@ -93,7 +92,7 @@ def record(extra: dict[str, Any], model: str) -> tuple[int, dict[str, Any]]:
         asset = session.scalar(with_row_locks(query, session=session, key_share=False))
         if asset is None:  # no DAG declares it yet: MLflow retries a 503
             return 503, {"status": "unknown-asset", "detail": f"Airflow does not know the Asset {name} yet"}
-        since = timezone.utcnow() - timedelta(seconds=2 * STALE_AFTER_S + 60)
+        since = datetime.now(UTC) - timedelta(seconds=2 * STALE_AFTER_S + 60)
         recent = session.scalars(
             select(AssetEvent.extra).where(AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= since)
         )

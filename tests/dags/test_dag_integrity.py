@@ -103,11 +103,11 @@ def test_champion_dag_runs_on_either_champion_asset(dagbag):
         (champion_asset_name(m), champion_asset_uri(m)) for m in MODELS
     }
     for model in ("classifier", "ner"):
-        assert dag.get_task(f"{model}.enforce").upstream_task_ids == {f"{model}.inspect"}
+        assert dag.get_task(f"{model}.check").upstream_task_ids == set()
         smoke = dag.get_task(f"{model}.smoke")
-        assert type(smoke).__name__ == "BashOperator" and smoke.upstream_task_ids == {f"{model}.enforce"}
+        assert type(smoke).__name__ == "BashOperator" and smoke.upstream_task_ids == {f"{model}.check"}
         assert "predict" in smoke.bash_command and f"ncbi-disease-{model}@champion" in smoke.bash_command
-        assert dag.get_task(f"{model}.card").upstream_task_ids == {f"{model}.enforce", f"{model}.smoke"}
+        assert dag.get_task(f"{model}.card").upstream_task_ids == {f"{model}.check", f"{model}.smoke"}
     assert dag.on_failure_callback is not None and all(t.on_failure_callback for t in dag.tasks)
 
 

@@ -157,9 +157,8 @@ def _train_tiny(stack: Stack, data: Path, n: int) -> dict:
         "NCBI_RETRAIN_PROJECT_DIR": str(stack.base),
     }
     cmd = [str(TRAIN_PY), "-m", "tasks.cli", "train", "classifier", "--data", str(data), "--out", str(out)]
-    proc = subprocess.run(
-        [*cmd, "--profile", "tiny", "--json"], env=env, capture_output=True, text=True, timeout=900
-    )
+    cmd += ["--profile", "tiny", "--data-version", "0123456789abcdef0123456789abcdef.dir", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -394,7 +393,7 @@ def test_champion_set_onto_a_failed_gate_version_is_moved_back(stack):
     runs = stack.wait_runs(before, MOVE_DEADLINE_S * 2, want=lambda r: "success" in r.values())
     assert sorted(runs.values()) == ["failed", "success"], runs
     failed = next(r for r, s in runs.items() if s == "failed")
-    assert stack.task_states(failed)["classifier.enforce"] == "failed"
+    assert stack.task_states(failed)["classifier.check"] == "failed"
     outside, back = champion_moves()[-2:]
     assert (outside["source"], outside["to"]) == ("outside", v3)
     assert (back["who"], back["from"], back["to"]) == (GUARD_ACTOR, v3, v2)
