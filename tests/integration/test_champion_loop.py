@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 TRAIN_PY = ROOT / ".venv-train" / "bin" / "python"
 NAME = "ncbi-disease-classifier"
-MOVE_DEADLINE_S = 60  # the acceptance criterion: a move is answered by a finished run within a minute
+# The acceptance criterion: a move is answered by a finished run within a minute (on a machine running
+# only this test; a shared, loaded one can raise it).
+MOVE_DEADLINE_S = float(os.environ.get("NCBI_RETRAIN_TEST_MOVE_DEADLINE_S", "60"))
 SETUP_DEADLINE_S = 300  # a bound for a broken stack, not a performance assertion
 pytestmark = [
     pytest.mark.integration,
@@ -315,15 +317,16 @@ def stack(postgres, imported_data, tmp_path_factory) -> Iterator[Stack]:
         st.stop()
 
 
-def champion_moves() -> list[dict]:
+def champion_moves(stack: Stack) -> list[dict]:
     from tasks.registry import history
 
-    return [e for e in history(NAME) if e["alias"] == "champion"]
+    with signed_in("ncbi-reader", stack.pw["ncbi-reader"]):
+        return [e for e in history(NAME) if e["alias"] == "champion"]
 
 
 def test_the_pipelines_own_promotion_is_verified_without_a_second_history_entry(stack):
     assert set(stack.first_runs.values()) == {"success"}, stack.first_runs
-    moves = champion_moves()
+    moves = champion_moves(stack)
     assert [(m["to"], m["who"]) for m in moves] == [(stack.versions["v1"], "airflow:ncbi_retrain")]
     from tasks.registry.service import client
 
@@ -373,7 +376,7 @@ def test_a_person_setting_champion_in_mlflow_gets_a_verified_run_and_an_outside_
     assert set(runs.values()) == {"success"}, {r: stack.task_states(r) for r in runs}
     (run_id,) = runs
     assert stack.task_states(run_id)["classifier.smoke"] == "success"
-    last = champion_moves()[-1]
+    last = champion_moves(stack)[-1]
     assert (last["source"], last["from"], last["to"]) == ("outside", v1, v2)
     assert last["delivery_id"] and "MLflow" in last["why"]
     events = stack.asset_events("ncbi-disease-classifier@champion")
@@ -394,7 +397,7 @@ def test_champion_set_onto_a_failed_gate_version_is_moved_back(stack):
     assert sorted(runs.values()) == ["failed", "success"], runs
     failed = next(r for r, s in runs.items() if s == "failed")
     assert stack.task_states(failed)["classifier.check"] == "failed"
-    outside, back = champion_moves()[-2:]
+    outside, back = champion_moves(stack)[-2:]
     assert (outside["source"], outside["to"]) == ("outside", v3)
     assert (back["who"], back["from"], back["to"]) == (GUARD_ACTOR, v3, v2)
     assert "gate is failed" in back["why"]
