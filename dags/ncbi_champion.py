@@ -101,6 +101,7 @@ def champion_flow(model: str) -> None:
         ctx = get_current_context()
         events = ctx["triggering_asset_events"]
         mine = list(events.get(CHAMPION_ASSETS[model], []))
+        print(f"triggering events: { {a.name: [e.extra for e in events[a]] for a in events} }")
         if len(events) and not mine:
             raise AirflowSkipException(f"no move of the {model} champion in this run")
         reported = [dict(e.extra or {}) | {"source_dag_id": e.source_dag_id} for e in mine]
