@@ -35,6 +35,19 @@ def _ensure_user(auth: Any, username: str, password: str) -> bool:
     return False
 
 
+def _grant(auth: Any, user: str, name: str, permission: str) -> None:
+    """Give `user` exactly `permission` on the registered model `name` (replacing an earlier grant)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        auth.grant_user_permission(user, RESOURCE_TYPE, name, permission)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.revoke_user_permission(user, RESOURCE_TYPE, name)
+        auth.grant_user_permission(user, RESOURCE_TYPE, name, permission)
+
+
 def setup_access(pipeline_user: str, reader_user: str | None = None) -> dict[str, Any]:
     """Users and registered-model permissions: the pipeline MANAGE, the reader READ (idempotent).
 
@@ -63,6 +76,6 @@ def setup_access(pipeline_user: str, reader_user: str | None = None) -> dict[str
         for user, (_, permission) in users.items():
             created = _ensure_user(auth, user, passwords[user])
             for name in out["models"]:
-                auth.grant_user_permission(user, RESOURCE_TYPE, name, permission)
+                _grant(auth, user, name, permission)
             out["users"][user] = {"permission": permission, "created": created}
     return out
