@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: the real stack on this machine, without containers, everything on 127.0.0.1.
 #   PostgreSQL cluster in .stack/pg (databases airflow, mlflow, mlflow_auth; password auth)
-#   MLflow tracking + registry server on it, authentication on (--app-name basic-auth)
-#   Airflow api-server, scheduler, dag-processor, triggerer (PARALLELISM=4, --skip-serve-logs: no log
-#   server on 0.0.0.0)
+#   MLflow tracking + registry server on it, authentication on (--app-name basic-auth); users
+#   ncbi-pipeline (MANAGE on both registered models: the only account that moves aliases) and
+#   ncbi-reader (READ); the registry webhook `ncbi-retrain-champion` into Airflow's receiver plugin
+#   Airflow api-server (+ plugins/: the webhook receiver), scheduler, dag-processor, triggerer
+#   (PARALLELISM=4, --skip-serve-logs: no log server on 0.0.0.0), as ncbi-pipeline
 # Executor: NCBI_STACK_EXECUTOR (`make up EXECUTOR=...`): `local` (LocalExecutor, the default) or `celery`
 #   (CeleryExecutor): Redis as the broker (Debian's redis-server, 127.0.0.1, password, no persistence) and
 #   two Celery workers, `worker-default` (queue `default`) and `worker-gpu` (queue NCBI_RETRAIN_GPU_QUEUE,
@@ -14,8 +16,9 @@
 # State in .stack/ (or NCBI_STACK_DIR): PIDs in .stack/*.pid (down stops each by its PID, with its
 # process group), logs in .stack/logs/.
 # Secrets: from the environment when set (NCBI_STACK_PG_PASSWORD, MLFLOW_AUTH_ADMIN_PASSWORD,
-# NCBI_STACK_AIRFLOW_PASSWORD, NCBI_STACK_REDIS_PASSWORD), otherwise generated once into
-# .stack/secrets.env (mode 600, untracked).
+# NCBI_STACK_AIRFLOW_PASSWORD, NCBI_STACK_REDIS_PASSWORD, NCBI_RETRAIN_PIPELINE_PASSWORD,
+# NCBI_RETRAIN_READER_PASSWORD, NCBI_RETRAIN_MLFLOW_WEBHOOK_SECRET), otherwise generated once into
+# .stack/secrets.env (mode 600, untracked); a secret added by a newer version is appended to an existing file.
 # Ports: NCBI_STACK_PG_PORT (5433), NCBI_STACK_MLFLOW_PORT (5000), NCBI_STACK_AIRFLOW_PORT (8080),
 # NCBI_STACK_REDIS_PORT (6380).
 set -euo pipefail
@@ -37,17 +40,24 @@ as_pg() { if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi; }
 log() { printf 'stack: %s\n' "$*"; }
 
 secrets() {
-  local keys=(NCBI_STACK_PG_PASSWORD MLFLOW_AUTH_ADMIN_PASSWORD NCBI_STACK_AIRFLOW_PASSWORD NCBI_STACK_JWT_SECRET
-    NCBI_STACK_API_SECRET_KEY MLFLOW_FLASK_SERVER_SECRET_KEY NCBI_STACK_REDIS_PASSWORD) key
-  gen() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
   umask 077
+  gen() { "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+  fernet() { "$BIN/python" -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'; }
+  local name value
   touch "$STACK/secrets.env"
-  for key in "${keys[@]}"; do  # a stack from before a key existed gets just that key added
-    grep -q "^$key=." "$STACK/secrets.env" || echo "$key=${!key:-$(gen)}" >>"$STACK/secrets.env"
+  for name in NCBI_STACK_PG_PASSWORD MLFLOW_AUTH_ADMIN_PASSWORD NCBI_STACK_AIRFLOW_PASSWORD \
+    NCBI_STACK_JWT_SECRET NCBI_STACK_API_SECRET_KEY MLFLOW_FLASK_SERVER_SECRET_KEY \
+    NCBI_STACK_REDIS_PASSWORD NCBI_RETRAIN_PIPELINE_PASSWORD NCBI_RETRAIN_READER_PASSWORD \
+    NCBI_RETRAIN_MLFLOW_WEBHOOK_SECRET MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY; do
+    grep -q "^$name=.\+" "$STACK/secrets.env" && continue
+    case $name in
+      MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY) value=${!name:-$(fernet)} ;;  # a Fernet key, shared by MLflow's workers
+      NCBI_STACK_JWT_SECRET | NCBI_STACK_API_SECRET_KEY | MLFLOW_FLASK_SERVER_SECRET_KEY) value=$(gen) ;;
+      *) value=${!name:-$(gen)} ;;
+    esac
+    [[ -n $value ]] || { log "could not generate $name"; exit 1; }
+    echo "$name=$value" >>"$STACK/secrets.env"
   done
-  if grep -q '=$' "$STACK/secrets.env"; then
-    sed -i '/=$/d' "$STACK/secrets.env"; log "could not generate secrets"; exit 1
-  fi
   set -a
   # shellcheck disable=SC1091
   source "$STACK/secrets.env"
@@ -61,6 +71,9 @@ environment() {  # what every component (and the training jobs they start) sees
   export MLFLOW_AUTH_DATABASE_URI="postgresql://$pg/mlflow_auth"
   export MLFLOW_AUTH_ADMIN_USERNAME=admin MLFLOW_AUTH_CONFIG_PATH=$STACK/mlflow/basic_auth.ini
   export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+  # Webhooks to the loopback receiver: MLflow allows only https and public addresses by default.
+  export MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
+  export NCBI_RETRAIN_MLFLOW_WEBHOOK_URL=http://127.0.0.1:$AIRFLOW_PORT/ncbi-retrain/mlflow-webhook
   export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
   export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD
   export MLFLOW_HTTP_REQUEST_MAX_RETRIES=3 MLFLOW_HTTP_REQUEST_TIMEOUT=30
@@ -80,6 +93,7 @@ environment() {  # what every component (and the training jobs they start) sees
   export NCBI_RETRAIN_GPU_QUEUE=${NCBI_RETRAIN_GPU_QUEUE:-gpu}
   export NCBI_RETRAIN_PROFILE=${NCBI_RETRAIN_PROFILE:-cpu}  # scheduled runs' profile, the form's default
   export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$AIRFLOW_PORT/execution/
   export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
   export AIRFLOW__API_AUTH__JWT_SECRET=$NCBI_STACK_JWT_SECRET AIRFLOW__API__SECRET_KEY=$NCBI_STACK_API_SECRET_KEY
@@ -171,6 +185,12 @@ up() {
   start mlflow "$BIN/mlflow" server --app-name basic-auth --host 127.0.0.1 --port "$MLFLOW_PORT" \
     --backend-store-uri "postgresql://postgres:$NCBI_STACK_PG_PASSWORD@127.0.0.1:$PG_PORT/mlflow" \
     --artifacts-destination "$STACK/mlflow/artifacts" --workers 2
+  wait_http mlflow "http://127.0.0.1:$MLFLOW_PORT/health"
+  # As the MLflow admin: the pipeline and reader accounts, then the webhook (both idempotent).
+  "$BIN/ncbi-retrain" access setup --pipeline-user ncbi-pipeline --reader-user ncbi-reader
+  "$BIN/ncbi-retrain" webhooks install
+  # Airflow (and the training jobs it starts) work as the pipeline's account, not as the admin.
+  export MLFLOW_TRACKING_USERNAME=ncbi-pipeline MLFLOW_TRACKING_PASSWORD=$NCBI_RETRAIN_PIPELINE_PASSWORD
   (umask 077; printf '{"admin": "%s"}\n' "$NCBI_STACK_AIRFLOW_PASSWORD" >"$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
   "$BIN/airflow" db migrate >"$STACK/logs/airflow-db-migrate.log" 2>&1 \
     || { tail -20 "$STACK/logs/airflow-db-migrate.log" >&2; exit 1; }
@@ -185,7 +205,6 @@ up() {
     start airflow-worker-gpu env NCBI_RETRAIN_WORKER_NAME=worker-gpu \
       "$BIN/airflow" celery worker -q "$NCBI_RETRAIN_GPU_QUEUE" -c 1 -H gpu@%h --skip-serve-logs
   fi
-  wait_http mlflow "http://127.0.0.1:$MLFLOW_PORT/health"
   wait_http airflow-api-server "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health"
   local schedule=${NCBI_RETRAIN_SCHEDULE:-0 2 * * *} workers="" took=""
   case $NCBI_RETRAIN_PROFILE in
@@ -197,6 +216,8 @@ up() {
 stack: up ($AIRFLOW__CORE__EXECUTOR$workers)
   Airflow  http://127.0.0.1:$AIRFLOW_PORT   user admin, password NCBI_STACK_AIRFLOW_PASSWORD in .stack/secrets.env
   MLflow   http://127.0.0.1:$MLFLOW_PORT   user admin, password MLFLOW_AUTH_ADMIN_PASSWORD in .stack/secrets.env
+           (ncbi-pipeline moves aliases; ncbi-reader reads: NCBI_RETRAIN_{PIPELINE,READER}_PASSWORD)
+  Webhook  MLflow alias moves -> $NCBI_RETRAIN_MLFLOW_WEBHOOK_URL -> DAG ncbi_champion
   Postgres 127.0.0.1:$PG_PORT    user postgres, password NCBI_STACK_PG_PASSWORD in .stack/secrets.env
 
   Both DAGs start PAUSED: nothing runs until you unpause one (UI toggle, or PATCH /api/v2/dags/ID).

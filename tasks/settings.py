@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,6 +93,18 @@ class Settings(BaseSettings):
         None,
         description="The host name Airflow records for the tasks this worker runs (see worker_hostname); "
         "unset: the machine's FQDN.",
+    )
+
+    mlflow_webhook_url: str = Field(
+        "http://127.0.0.1:8080/ncbi-retrain/mlflow-webhook",
+        description="Where MLflow posts alias moves: the Airflow api-server's ncbi-retrain plugin.",
+    )
+    mlflow_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret shared by the MLflow webhook and the Airflow receiver."
+    )
+    champion_guard: Literal["revert", "alert"] = Field(
+        "revert",
+        description="What ncbi_champion does with an unverified champion: move it back, or only report.",
     )
 
     def path(self, p: Path) -> Path:

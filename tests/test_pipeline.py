@@ -180,27 +180,37 @@ def test_mounts_cover_the_project_and_a_local_store_once(settings, tmp_path, mon
     ]
 
 
-def test_local_script_exports_the_env_and_execs_the_venv_cli(tmp_path):
-    import shlex
+@pytest.mark.parametrize("code", [0, 3])
+def test_local_script_runs_the_venv_cli_with_the_env_and_ends_with_its_json_line(tmp_path, code):
+    """The BashOperator pushes the last line of stdout+stderr: the job's JSON must be it, even when the
+    job writes to stderr after printing it, and the job's exit code must be the script's."""
+    import subprocess
 
     from tasks.pipeline.jobs import bash_script
     from tasks.vocab import JobSpec
 
+    cli = tmp_path / "venv" / "bin" / "ncbi-retrain"
+    cli.parent.mkdir(parents=True)
+    cli.write_text(
+        "#!/bin/bash\n"
+        'echo "{\\"argv\\": \\"$*\\", \\"A\\": \\"$A\\"}"\n'
+        "echo 'progress on stderr, after the result' >&2\n"
+        f"exit {code}\n"
+    )
+    cli.chmod(0o755)
     job = JobSpec(
         name="train-ner", argv=["train", "ner", "model.x='a b'"], env={"A": "1; rm -rf /"}, out_dir="/r"
     )
-    lines = bash_script(job, 2, tmp_path / "venv").splitlines()
-    assert "export A='1; rm -rf /'" in lines  # values are quoted, never run
-    assert lines[-1] == "exec " + shlex.join(
-        [
-            str(tmp_path / "venv" / "bin" / "ncbi-retrain"),
-            "train",
-            "ner",
-            "model.x='a b'",
-            "--out",
-            "/r/try-2",
-        ]
+    run = subprocess.run(
+        ["bash", "-c", bash_script(job, 2, tmp_path / "venv")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
     )
+    assert run.returncode == code
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    assert last == {"argv": "train ner model.x='a b' --out /r/try-2", "A": "1; rm -rf /"}  # quoted, never run
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ def predict(
 
     rows = predict_texts(load(model, task.value), task.value, texts)
     if as_json:
-        typer.echo(json.dumps({"predictions": rows}))
+        _print_json(json.dumps({"predictions": rows}))
         return
     for text, row in zip(texts, rows, strict=True):
         if task is Model.classifier:

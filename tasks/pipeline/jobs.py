@@ -119,8 +119,28 @@ def ensure_mount_paths(settings: Settings | None = None) -> list[Path]:
     return paths
 
 
+def smoke_job(model: Model | str, dag_run_id: str, settings: Settings | None = None) -> JobSpec:
+    """`ncbi-retrain predict` through `models:/NAME@champion` on the behavioural sentences (the NeMo
+    tutorial's three first): the champion guard's smoke test, run by the launcher's operator."""
+    from tasks.pipeline.rundir import code_version
+    from tasks.registry.card import smoke_cases
+    from tasks.vocab import Alias
+
+    settings = settings or get_settings()
+    model = Model(model)
+    uri = f"models:/{model.registered_name}@{Alias.champion}"
+    argv = ["predict", model.value, "--model", uri, "--json", *(c["text"] for c in smoke_cases(model))]
+    env = job_env(settings, dag_run_id, data_version="", commit=code_version())
+    env.pop("NCBI_RETRAIN_DATA_VERSION")  # predicting involves no data version
+    return JobSpec(name=f"smoke-{model.value}", argv=argv, env=env)
+
+
 def bash_script(job: JobSpec, try_number: int, venv: Path) -> str:
-    """The BashOperator's command for one try: the job's env, then `exec` of the venv's CLI."""
+    """The BashOperator's command for one try: the job's env, then the venv's CLI.
+
+    stderr (the job's progress) streams into the task log; stdout is held in a file and printed when the
+    job ends, so the `--json` line is the last line the BashOperator pushes even when a library writes to
+    stderr while the interpreter exits."""
     cli = Path(venv) / "bin" / "ncbi-retrain"
     missing = f"training env not found: {cli} does not exist (run make setup or set NCBI_RETRAIN_TRAIN_VENV)"
     lines = [f"# {job.name}, try {try_number}, in the training env {venv}"]
@@ -130,7 +150,11 @@ def bash_script(job: JobSpec, try_number: int, venv: Path) -> str:
         'export PATH="$VIRTUAL_ENV/bin:$PATH"',
         "unset PYTHONHOME",
         f"[ -x {shlex.quote(str(cli))} ] || {{ echo {shlex.quote(missing)} >&2; exit 127; }}",
-        "exec " + shlex.join([str(cli), *job.argv_for(try_number)]),
+        "out=$(mktemp) && trap 'rm -f \"$out\"' EXIT",
+        shlex.join([str(cli), *job.argv_for(try_number)]) + ' >"$out"',
+        "rc=$?",
+        'cat "$out"',
+        "exit $rc",
     ]
     return "\n".join(lines) + "\n"
 

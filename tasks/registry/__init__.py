@@ -17,7 +17,11 @@ Modules, one responsibility each (MLflow is imported only when a function is cal
 - `aliases`: moving an alias and recording the move (the history, paged across tags);
 - `register`: `register_run`, idempotent and race-safe;
 - `champion`: `promote` / `rollback` and the `.nemo` check (`verify_nemo`);
-- `views`: `list_versions`, `history`, `lineage`, `champion_version`, `champion_metrics`.
+- `views`: `list_versions`, `history`, `lineage`, `champion_version`, `champion_metrics`;
+- `webhooks`: MLflow's webhook into Airflow (`install_webhook`) and the check of a delivery;
+- `guard`: what the `ncbi_champion` DAG runs (verify the champion, record outside moves, revert);
+- `card`: the smoke test through `models:/NAME@champion` and the version's model card;
+- `access`: who may move aliases (MLflow basic-auth users and permissions).
 """
 
 from __future__ import annotations

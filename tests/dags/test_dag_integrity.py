@@ -22,7 +22,15 @@ HEAVY = ("torch", "nemo", "pandas", "mlflow", "great_expectations", "dvc", "tran
 
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {p.stem for p in DAG_FILES} == {"ncbi_retrain", "ncbi_promote"}
+    assert (
+        set(dagbag.dag_ids)
+        == {p.stem for p in DAG_FILES}
+        == {
+            "ncbi_retrain",
+            "ncbi_promote",
+            "ncbi_champion",
+        }
+    )
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -150,6 +158,25 @@ def test_promote_params_form(dagbag):
         form["reason"] = "no"
     form["reason"] = "bad data"
     assert form.validate()["reason"] == "bad data"
+
+
+def test_champion_dag_runs_on_either_champion_asset(dagbag):
+    from tasks.vocab import MODELS, champion_asset_name, champion_asset_uri
+
+    dag = dagbag.get_dag("ncbi_champion")
+    # Either asset (AssetAny, `|`), not both: a move of one model's champion is enough to run.
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    assert {(a.name, a.uri) for a in condition.objects} == {
+        (champion_asset_name(m), champion_asset_uri(m)) for m in MODELS
+    }
+    for model in ("classifier", "ner"):
+        assert dag.get_task(f"{model}.check").upstream_task_ids == set()
+        smoke = dag.get_task(f"{model}.smoke")
+        assert type(smoke).__name__ == "BashOperator" and smoke.upstream_task_ids == {f"{model}.check"}
+        assert "predict" in smoke.bash_command and f"ncbi-disease-{model}@champion" in smoke.bash_command
+        assert dag.get_task(f"{model}.card").upstream_task_ids == {f"{model}.check", f"{model}.smoke"}
+    assert dag.on_failure_callback is not None and all(t.on_failure_callback for t in dag.tasks)
 
 
 _PROBE = r"""

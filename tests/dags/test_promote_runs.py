@@ -51,6 +51,7 @@ def test_promote_then_roll_back_to_the_previous_champion(dagbag, store):
     last = registry.history("classifier")[-1]
     assert last["to"] == v2 and last["from"] == v1 and "better on X" in last["why"]
     assert last["who"].startswith("airflow:ncbi_promote")
+    promoter = last["who"]
 
     dr, states = run(
         dagbag,
@@ -63,7 +64,9 @@ def test_promote_then_roll_back_to_the_previous_champion(dagbag, store):
     )
     assert str(dr.state) == "success"
     assert registry.champion_version("classifier")["version"] == v1
-    assert "regression seen in production" in registry.history("classifier")[-1]["why"]
+    last = registry.history("classifier")[-1]
+    assert "regression seen in production" in last["why"]
+    assert last["who"] == promoter  # the Airflow user who triggered it, as for promote; never the OS account
 
 
 def test_a_failed_gate_version_is_refused(dagbag, store):
