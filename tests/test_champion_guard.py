@@ -161,16 +161,14 @@ def test_moves_inside_an_airflow_task_name_the_dag_not_the_os_user(monkeypatch):
 
 
 def test_a_rollback_through_ncbi_promote_records_the_airflow_user(two_versions):
-    from tasks import pipeline
+    from tasks.pipeline.manual import manual_promotion
 
     v1, _ = two_versions
     v3 = registry.register_run(
         "classifier", log_candidate(metrics=GOOD, payload=b"v3"), decide("classifier", GOOD, None, "cpu")
     )
     registry.promote(NAME, v3.version, "better", actor="airflow:ncbi_retrain")
-    pipeline.manual_promotion(
-        "classifier", "rollback", "previous", "bad in prod", "airflow:ncbi_promote:alice"
-    )
+    manual_promotion("classifier", "rollback", "previous", "bad in prod", "airflow:ncbi_promote:alice")
     last = champion_moves()[-1]
     assert (last["to"], last["who"]) == (v1, "airflow:ncbi_promote:alice")
 

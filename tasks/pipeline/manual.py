@@ -22,7 +22,7 @@ def manual_promotion(model: str, action: str, version: str | None, reason: str, 
     before = (champion_version(model) or {}).get("version")
     target = None if version in (None, "", "previous") else str(version)
     if action == "rollback" or target is None:
-        rollback(name, target, reason)
+        rollback(name, target, reason, actor=actor)
     elif action == "promote":
         promote(name, target, reason, actor=actor)
     else:

@@ -3,12 +3,11 @@
 The smoke test runs in the training env, through its command line only (the orchestration env has no
 NeMo): `tasks.pipeline.jobs.smoke_job` is that command (`ncbi-retrain predict MODEL --model
 models:/NAME@champion --json TEXT...` with `smoke_cases`, the sentences of tasks/behaviour.yaml, which start
-with the NeMo tutorial's three), run by the launcher's operator, and `judge_smoke` reads its JSON line. The smoke test passes when every sentence gets a well-formed
-prediction; the expected labels are required too when the version's gate profile requires behavioural
-checks (cpu / gpu, tasks/gates.yaml), as the gate itself did.
-
-The model card (lineage, the gate decision with its numbers and plots, the smoke results, the version's
-alias moves) is logged to the version's run as `model_card/v<version>/` and shown in short as the
+with the NeMo tutorial's three), run by the launcher's operator, and `judge_smoke` reads its JSON line.
+The smoke test passes when every sentence gets a well-formed prediction; the expected labels are required
+too when the version's gate profile requires behavioural checks (cpu / gpu, tasks/gates.yaml), as the gate
+itself did. The model card (lineage, the gate decision with its numbers and plots, the smoke results, the
+version's alias moves) is logged to the version's run as `model_card/v<version>/` and shown in short as the
 version's description in MLflow's UI; the version tag `model_card` points at the full card.
 """
 
@@ -86,9 +85,9 @@ def write_model_card(model: str, version: str, smoke: dict[str, Any] | None) -> 
     """Log the model card of `version` to its run and show it on the version; returns {uri, path}."""
     from mlflow.artifacts import load_dict
 
-    from tasks.gates import Decision
     from tasks.registry.views import lineage
     from tasks.report import render_report
+    from tasks.vocab import GateDecision
 
     name = registered_name(model)
     info = lineage(f"{name}/{version}")
@@ -100,7 +99,7 @@ def write_model_card(model: str, version: str, smoke: dict[str, Any] | None) -> 
         decision = None
         with mlflow_call(f"read the gate decision of run {run_id}"):
             if any(a.path == "gate/decision.json" for a in mlflow_client.list_artifacts(run_id, "gate")):
-                decision = Decision.from_dict(load_dict(f"runs:/{run_id}/gate/decision.json"))
+                decision = GateDecision.model_validate(load_dict(f"runs:/{run_id}/gate/decision.json"))
         gate_files = render_report(decision, out, "gate") if decision else []
         card = _card_markdown(info, decision, smoke, [p.name for p in gate_files])
         (out / "model_card.md").write_text(card, encoding="utf-8")
