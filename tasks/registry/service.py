@@ -37,10 +37,16 @@ def registered_name(model: str) -> str:
     return model
 
 
-def client() -> MlflowClient:
-    """A client on `Settings.tracking_uri()`, also set as MLflow's global tracking and registry URI."""
+def bound_http_retries() -> None:
+    """MLflow's HTTP retries and timeout bounded (`HTTP_DEFAULTS`) unless the user set them; MLflow reads
+    them at each request, so call this before the first one (the training env's MLflow calls too)."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def client() -> MlflowClient:
+    """A client on `Settings.tracking_uri()`, also set as MLflow's global tracking and registry URI."""
+    bound_http_retries()
     import mlflow
     from mlflow import MlflowClient
 
