@@ -201,6 +201,7 @@ class MlflowProcess:
         if self.auth_ini is not None:
             cmd += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_ini)
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", f"test-{self.port}")  # CSRF key, required
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

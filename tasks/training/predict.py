@@ -136,7 +136,9 @@ def resolve_nemo(ref: str) -> Path:
     import mlflow
     from tasks.settings import get_settings
 
-    mlflow.set_tracking_uri(get_settings().tracking_uri())
+    uri = get_settings().tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # models:/ resolves through the registry URI: the same store, as client()
     try:
         with mlflow_call(f"download the model {ref}"):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
