@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: every tier, in the environment each belongs to.
 #   orchestration tests (.venv):  tests/ except tests/train  (data, validation, gates, registry, DAGs,
-#                                 integration on real servers, containers when podman is available)
+#                                 integration on real servers, the fault-injection tier tests/faults
+#                                 ending with `faults survived N/N`, containers when podman is available)
 #   training tests (.venv-train): tests/train                (NeMo tiny models, metrics, pyfunc)
 # Extra arguments go to both pytest runs (e.g. -m "not container").
 set -uo pipefail

@@ -12,6 +12,15 @@ S3, with credentials only in the environment or `.dvc/config.local`); otherwise 
 or with no DVC config at all: `NCBI_RETRAIN_DVC_REMOTE=s3 NCBI_RETRAIN_DVC_REMOTE_URL=s3://BUCKET/path`
 (plus `AWS_ENDPOINT_URL` for a non-AWS endpoint). Both are tested against moto on 127.0.0.1.
 
+Two ways to get a data version onto disk:
+
+- `pull(repo, rev)` (`ncbi-retrain data pull [--rev REV]`, for people): restores the checkout's own `data/`
+  and, with REV, sets `data.dvc` to its content at REV, the DVC way (`git checkout data.dvc` undoes it).
+- `materialize(repo, rev, dest)` (`ncbi-retrain data materialize`, for runs): builds a separate, read-only
+  folder DEST holding the version recorded in `data.dvc` at git revision REV (default HEAD: the committed
+  file, never the working one). It reads git and the DVC cache/remote only: the checkout's `data/` and
+  `data.dvc` are neither read nor written, so runs with different revisions can materialise at once.
+
 `data_version()` reads `data.dvc` with PyYAML only (the training env has no DVC); the DVC imports live inside
 the other functions.
 """
@@ -23,16 +32,19 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
 from tasks.errors import DataError, ServiceError, UsageError
-from tasks.files import atomic_write_bytes, atomic_write_text
+from tasks.files import atomic_write_bytes, atomic_write_text, staged_dir
 from tasks.settings import get_settings
 
 if TYPE_CHECKING:
@@ -43,6 +55,7 @@ log = logging.getLogger(__name__)
 DATA = "data"
 DVC_FILE = "data.dvc"
 MISSING = "missing"
+LINKS = ("reflink", "hardlink", "copy")  # DVC's own link types, safest first: a reflink shares no writes
 
 
 def data_version(repo: Path | None = None) -> str | None:
@@ -130,33 +143,7 @@ def _pull(repo: Path, remote: str | None) -> str:
     version = _read_dvc_file(dvc_file.read_text(encoding="utf-8"), str(dvc_file))["md5"]
     with _dvc(repo) as dvc:
         name = _remote(dvc, remote)
-
-        def fetch() -> None:
-            try:
-                dvc.fetch(targets=[str(repo / DVC_FILE)], remote=name)
-            except DvcException as exc:
-                raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): fetch failed ({exc}).") from exc
-
-        fetch()
-        bad = _corrupt_cache_objects(dvc, version)
-        if corrupt := [b for b in bad if b[2] != MISSING]:
-            for relpath, path, _, _ in corrupt:
-                log.warning("%s: cache object %s is corrupt; fetching it again", f"{DATA}/{relpath}", path)
-                path.unlink()
-            fetch()
-            bad = _corrupt_cache_objects(dvc, version)
-        if missing := [b for b in bad if b[2] == MISSING]:
-            raise UsageError(
-                f"{DATA}/{missing[0][0]}: DVC remote {name!r} ({_url(dvc, name)}) does not hold data "
-                f"version {version} ({len(missing)} object(s) missing); publish it first (`data publish`)."
-            )
-        if bad:
-            relpath, _, got, want = bad[0]
-            raise DataError(
-                f"{DATA}/{relpath}: the copy on DVC remote {name!r} ({_url(dvc, name)}) is corrupt: "
-                f"md5 {got}, expected {want} ({len(bad)} corrupt object(s) in all)."
-            )
-        entries = _dir_entries(dvc, version)
+        entries = _fetch_verified(dvc, version, name, targets=[str(repo / DVC_FILE)])
         for attempt in range(2):
             try:
                 dvc.checkout(targets=[str(repo / DVC_FILE)], force=True)
@@ -176,6 +163,230 @@ def _pull(repo: Path, remote: str | None) -> str:
     return version
 
 
+@dataclass(frozen=True)
+class Materialized:
+    """A data version materialised into its own folder (`materialize`'s result; JSON-able via to_dict)."""
+
+    path: str  # the folder: tc3/, ner3/, MANIFEST.json, read-only
+    data_version: str  # the md5 in data.dvc at `commit` (`<32 hex>.dir`)
+    rev: str  # the revision asked for (HEAD when none was given)
+    commit: str  # the full git commit it resolved to
+    files: int
+    linked: int  # files hard-linked to the DVC cache (the rest are reflinks or copies)
+    reused: bool  # DEST already held exactly this version (a retried task): left as it was
+
+    def to_dict(self) -> dict[str, str | int | bool]:
+        return asdict(self)
+
+
+def materialize(
+    repo: Path, rev: str | None, dest: Path, remote: str | None = None, *, link: bool = True
+) -> Materialized:
+    """Materialise the data version recorded in `data.dvc` at git revision REV into DEST, read-only.
+
+    REV None means HEAD, i.e. the committed `data.dvc`: the working file may have been rewritten by a
+    person's `data pull --rev` or by a `data publish` not yet committed, and a run must be reproducible
+    from the commit it records. The checkout's `data/` and `data.dvc` are never read or written; DVC's own
+    API fetches the version's objects from the remote into the repository's cache (`Repo.fetch(revs=...)`),
+    each object is checked against its md5 (a corrupt cache object is dropped and fetched again once),
+    and DEST is built in a hidden sibling and renamed into place (`tasks.files.staged_dir`), so it is
+    either complete or absent. Files are linked from the cache with DVC's link types, safest first
+    (reflink, hardlink, then copy: a hard link needs DEST on the cache's filesystem; `link=False` always
+    copies), copies are verified again, then files are made 0444 and folders 0555.
+
+    A hard link shares its inode with the cache object, which DVC keeps 0444 too: a process that is not
+    the owner cannot write it nor chmod it (EPERM); the owner or root can `chmod u+w` and write, which
+    changes the cache object as well. The next `materialize` or `pull` detects that object by its md5 and
+    fetches it again; use `link=False` (`--copy`) where runs must not share inodes with the cache.
+
+    A DEST that already holds exactly this version (every file and md5) is reused as is, so a retried
+    task succeeds; any other non-empty DEST is refused.
+
+    Raises:
+        UsageError: REV is not a commit, it has no data.dvc, DEST is inside the checkout's data/, DEST is
+            not empty, or the remote lacks an object (named: `data/<file>`).
+        DataError: the remote's copy of a file is corrupt (named), or data.dvc at REV is malformed.
+        ServiceError: the remote cannot be reached.
+    """
+    repo = Path(repo).resolve()
+    dest = Path(dest).absolute()
+    checkout_data = repo / DATA
+    if dest == checkout_data or checkout_data in dest.parents or dest in checkout_data.parents:
+        raise UsageError(f"{dest}: must not be, contain or lie inside the checkout's {checkout_data}.")
+    rev = rev or "HEAD"
+    commit = _resolve_commit(repo, rev)
+    version = _read_dvc_file(_git_show(repo, commit, DVC_FILE, rev), f"{rev}:{DVC_FILE}")["md5"]
+    with _dvc(repo) as dvc:
+        name = _remote(dvc, remote)
+        entries = _fetch_verified(dvc, version, name, targets=[DVC_FILE], revs=[commit], workspace=False)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            if not _holds(dest, entries):
+                raise UsageError(
+                    f"{dest}: exists and does not hold data version {version} (rev {rev}); "
+                    "materialise into a new folder."
+                )
+            log.info("%s already holds data version %s: reused", dest, version)
+            linked = sum(_same_inode(dvc, e, dest) for e in entries)
+            return Materialized(str(dest), version, rev, commit, len(entries), linked, True)
+        with staged_dir(dest) as stage:
+            linked = _place(dvc, entries, stage, link)
+            _make_read_only(stage)
+    log.info(
+        "data version %s (rev %s, commit %s) materialised into %s: %d files, %d hard-linked",
+        version, rev, commit[:12], dest, len(entries), linked,
+    )  # fmt: skip
+    return Materialized(str(dest), version, rev, commit, len(entries), linked, False)
+
+
+def discard(path: Path) -> None:
+    """Remove a materialised folder (its folders are read-only, so `shutil.rmtree` alone fails)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        folder.chmod(folder.stat().st_mode | stat.S_IWUSR)
+    shutil.rmtree(path)
+
+
+def _fetch_verified(dvc: Repo, version: str, name: str, **fetch_args) -> list[dict]:
+    """`dvc.fetch(**fetch_args)` VERSION's objects into the local cache and check each against its md5;
+    returns the listing.
+
+    A corrupt cache object is dropped and fetched once more. An object the remote lacks is a UsageError
+    naming the file, a corrupt copy on the remote a DataError naming the file.
+    """
+    from dvc.exceptions import DownloadError, DvcException
+
+    def fetch() -> None:
+        try:
+            dvc.fetch(remote=name, **fetch_args)
+        except DownloadError:
+            pass  # what is missing or corrupt is found and named file by file below
+        except DvcException as exc:
+            raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): fetch failed ({exc}).") from exc
+
+    fetch()
+    bad = _corrupt_cache_objects(dvc, version)
+    if corrupt := [b for b in bad if b[2] != MISSING]:
+        for relpath, path, _, _ in corrupt:
+            log.warning("%s: cache object %s is corrupt; fetching it again", f"{DATA}/{relpath}", path)
+            path.unlink()
+        fetch()
+        bad = _corrupt_cache_objects(dvc, version)
+    if missing := [b for b in bad if b[2] == MISSING]:
+        relpath = missing[0][0]
+        if not relpath:  # the listing itself is not in the cache: name a file from the remote's listing
+            relpath = _first_missing_from_remote(dvc, name, version)
+        raise UsageError(
+            f"{DATA}/{relpath}: DVC remote {name!r} ({_url(dvc, name)}) does not hold data "
+            f"version {version} ({len(missing)} object(s) missing); publish it first (`data publish`)."
+        )
+    if bad:
+        relpath, _, got, want = bad[0]
+        raise DataError(
+            f"{DATA}/{relpath}: the copy on DVC remote {name!r} ({_url(dvc, name)}) is corrupt: "
+            f"md5 {got}, expected {want} ({len(bad)} corrupt object(s) in all)."
+        )
+    return _dir_entries(dvc, version)
+
+
+def _first_missing_from_remote(dvc: Repo, name: str, version: str) -> str:
+    """The first file of VERSION whose object is in neither the cache nor the remote ('' if unknown).
+
+    DVC keeps a directory's listing out of the cache until all its files are fetched, so the remote's copy
+    of the listing says which file is missing."""
+    try:
+        odb = dvc.cloud.get_remote_odb(name)
+        listing = odb.oid_to_path(version)
+        if not odb.fs.exists(listing):
+            return ""
+        entries = json.loads(odb.fs.cat_file(listing))
+        for entry in entries:
+            local = Path(dvc.cache.local.oid_to_path(entry["md5"]))
+            if not local.is_file() and not odb.exists(entry["md5"]):
+                return entry["relpath"]
+    except Exception as exc:  # any remote filesystem error: the remote is unusable
+        raise ServiceError(f"DVC remote {name!r} ({_url(dvc, name)}): cannot be read ({exc}).") from exc
+    return ""
+
+
+def _place(dvc: Repo, entries: list[dict], stage: Path, link: bool) -> int:
+    """Link (or copy) each entry's cache object to STAGE/relpath; copies are verified; returns #hard links."""
+    from dvc_objects.fs.generic import transfer
+    from dvc_objects.fs.local import LocalFileSystem
+
+    sources, targets = [], []
+    for entry in entries:
+        rel = Path(entry["relpath"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise DataError(f"{DATA}/{rel}: path in the version's listing leaves the data folder.")
+        target = stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sources.append(dvc.cache.local.oid_to_path(entry["md5"]))
+        targets.append(str(target))
+    links = list(LINKS) if link else ["copy"]
+    transfer(dvc.cache.local.fs, sources, LocalFileSystem(), targets, links=links)
+    linked = 0
+    for entry in entries:
+        if _same_inode(dvc, entry, stage):
+            linked += 1
+        elif (got := _md5(stage / entry["relpath"])) != entry["md5"]:
+            raise DataError(f"{DATA}/{entry['relpath']}: md5 {got} after copying, expected {entry['md5']}.")
+    return linked
+
+
+def _same_inode(dvc: Repo, entry: dict, root: Path) -> bool:
+    """Whether ROOT/relpath is a hard link to the entry's cache object."""
+    a, b = os.stat(dvc.cache.local.oid_to_path(entry["md5"])), os.stat(root / entry["relpath"])
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _make_read_only(root: Path) -> None:
+    """Files 0444, folders 0555 (deepest first, the root last)."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    root.chmod(0o555)
+
+
+def _holds(dest: Path, entries: list[dict]) -> bool:
+    """Whether DEST holds exactly the listed files with their md5s (and nothing else)."""
+    files = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() or p.is_symlink()}
+    if files != {e["relpath"] for e in entries}:
+        return False
+    return all(_md5(dest / e["relpath"]) == e["md5"] for e in entries)
+
+
+def _resolve_commit(repo: Path, rev: str) -> str:
+    """The full commit id of git revision REV in REPO; one sentence when there is none."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    if "not a git repository" in proc.stderr:
+        raise UsageError(f"{repo}: not a git repository, so no revision {rev!r} can be materialised.")
+    raise UsageError(f"{repo}: git revision {rev!r} does not exist (no commit, branch or tag of that name).")
+
+
+def _git_show(repo: Path, commit: str, path: str, rev: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", "show", f"{commit}:{path}"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise UsageError(f"{repo}: git has no {path} at revision {rev!r} ({exc.stderr.strip()}).") from exc
+
+
 @contextlib.contextmanager
 def _dvc(repo: Path) -> Iterator[Repo]:
     """An open DVC repo that keeps stdout for `--json`: DVC's INFO hints (its logger writes them to stdout)
@@ -184,17 +395,22 @@ def _dvc(repo: Path) -> Iterator[Repo]:
     from dvc.repo import Repo
 
     try:
-        handle = Repo(str(repo))
+        # Wait for DVC's repository lock (fcntl: freed when its holder dies) instead of failing after 3 s:
+        # runs materialising at once, and a person's pull, share the repository's cache.
+        handle = Repo(str(repo), _wait_for_lock=True)
     except NotDvcRepoError as exc:
         raise UsageError(f"{repo}: not a DVC repository (run `dvc init` there).") from exc
-    dvc_log = logging.getLogger("dvc")
-    level = dvc_log.level
-    dvc_log.setLevel(logging.WARNING)
+    # DVC's data layer logs each failed transfer with a traceback; the caller names the file instead.
+    levels = {"dvc": logging.WARNING, "dvc_data": logging.CRITICAL, "dvc_objects": logging.CRITICAL}
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     try:
         with handle, contextlib.redirect_stdout(sys.stderr):
             yield handle
     finally:
-        dvc_log.setLevel(level)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _remote(dvc: Repo, name: str | None) -> str:
@@ -265,18 +481,6 @@ def _corrupt_workspace_files(repo: Path, entries: list[dict]) -> list[tuple[str,
 
 def _restore_dvc_file(repo: Path, rev: str) -> None:
     """Replace data.dvc by its content at git revision REV (atomically)."""
-    try:
-        text = subprocess.run(
-            ["git", "show", f"{rev}:{DVC_FILE}"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except subprocess.CalledProcessError as exc:
-        raise UsageError(
-            f"{repo}: git has no {DVC_FILE} at revision {rev!r} ({exc.stderr.strip()})."
-        ) from exc
+    text = _git_show(repo, rev, DVC_FILE, rev)
     _read_dvc_file(text, f"{rev}:{DVC_FILE}")
     atomic_write_text(repo / DVC_FILE, text)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import mlflow_server, postgres  # noqa: F401  (fixtures: PostgreSQL, MLflow on 127.0.0.1)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -158,6 +158,7 @@ def use_store(uri: str, monkeypatch) -> str:
     from tasks.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)  # mlflow.set_registry_uri exports it: restore it too
     monkeypatch.setenv("NCBI_RETRAIN_MLFLOW_TRACKING_URI", uri)
     settings = Settings()
     monkeypatch.setattr(service, "get_settings", lambda: settings)

@@ -4,7 +4,6 @@ an older revision, a fresh clone, and corrupt cache / remote / workspace copies.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dvc_helpers import cache_object, corrupt_keeping_size_and_mtime, git, md5_of, tree_bytes
 
 from tasks.cli import run
 from tasks.errors import DataError
@@ -23,35 +23,6 @@ from tasks.settings import get_settings
 from tasks.versioning import data_version, publish, pull
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
-
-
-def cache_object(root: Path, md5: str) -> Path:
-    """Where DVC 3 keeps the object with this md5, under a cache or remote directory."""
-    return root / "files" / "md5" / md5[:2] / md5[2:]
-
-
-def md5_of(path: Path) -> str:
-    import hashlib
-
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
-def corrupt_keeping_size_and_mtime(path: Path) -> None:
-    """Flip the first byte in place, as bit rot does: DVC's own size/mtime state cannot notice it."""
-    st = path.stat()
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0x20
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 @pytest.fixture

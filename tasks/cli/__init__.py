@@ -60,11 +60,17 @@ def run(argv: list[str] | None = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except (click.ClickException, _TyperClickException) as exc:  # usage errors: bad option, missing argument
-        exc.show()
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"error: {exc.format_message().strip().rstrip('.')}{hint}", file=sys.stderr)
         return 2
     except NcbiRetrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # an I/O problem no module foresaw (a full disk, a permission): name the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return rv if isinstance(rv, int) else 0
 
 

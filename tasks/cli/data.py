@@ -1,4 +1,4 @@
-"""CLI commands: `data import`, `data add`, `data compare`, `data publish`, `data pull`, `data version`."""
+"""CLI commands: `data import|add|compare|publish|pull|materialize|version`."""
 
 from __future__ import annotations
 
@@ -214,6 +214,37 @@ def pull(
 
     version = _pull(_repo(repo), rev, remote)
     _emit(as_json, {"data_version": version, "rev": rev}, [f"data/ restored to version {version}"])
+
+
+@data_app.command("materialize")
+def materialize(
+    out: Path = typer.Option(..., "--out", help="New (or empty) folder to hold the data version, read-only."),
+    rev: str = typer.Option(
+        "HEAD", "--rev", help="Git revision whose committed data.dvc names the version (default HEAD)."
+    ),
+    remote: str = typer.Option(
+        None, "--remote", help="DVC remote name (default: the repo's, else Settings.dvc_remote)."
+    ),
+    copy: bool = typer.Option(
+        False, "--copy", help="Copy every file instead of hard-linking it from the DVC cache."
+    ),
+    repo: Path = _REPO,
+    as_json: bool = _JSON,
+) -> None:
+    """Put the data version of git revision REV into its own read-only folder OUT; the checkout's data/
+    and data.dvc are neither read nor changed (what a pipeline run does; `data pull` is for people).
+
+    The objects come from the DVC cache (fetched from the remote when missing), each checked against its
+    md5; files are hard-linked from the cache when OUT is on its filesystem (else copied), then made
+    0444 and folders 0555. OUT appears complete or not at all; an OUT that already holds exactly this
+    version is reused. A file missing on the remote (exit 2) or corrupt there (exit 1) is named.
+    """
+    from tasks.versioning import materialize as _materialize
+
+    m = _materialize(_repo(repo), rev, out, remote, link=not copy)
+    how = "already there" if m.reused else f"{m.linked} hard-linked, {m.files - m.linked} copied"
+    line = f"data version {m.data_version} (rev {m.rev}, commit {m.commit[:12]}) in {m.path}"
+    _emit(as_json, m.to_dict(), [f"{line}: {m.files} files, {how}"])
 
 
 @data_app.command("version")

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import DataError, GateFailed, UsageError
-from tasks.registry.aliases import CHALLENGER, CHAMPION, actor_name, history_from_tags, move_alias
+from tasks.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    actor_name,
+    alias_lock,
+    history_from_tags,
+    move_alias,
+)
 from tasks.registry.service import client, mlflow_call, registered_name
 
 if TYPE_CHECKING:
@@ -127,7 +134,10 @@ def _set_champion(
             "champion never moves onto a failed gate unless forced by hand (--force)"
         )
     nemo = verify_nemo(name, version)
-    with mlflow_call(f"move {CHAMPION} of {name} to version {version}"):
+    with (
+        mlflow_call(f"move {CHAMPION} of {name} to version {version}"),
+        alias_lock(mlflow_client, name),  # a racing promote / rollback waits: `from` is what this one moved
+    ):
         note = f"{action}: {why.strip()}" + (" (forced over a failed gate)" if gate == "failed" else "")
         previous = mlflow_client.get_registered_model(name).aliases.get(CHAMPION)
         entry = move_alias(mlflow_client, name, CHAMPION, version, note, who)

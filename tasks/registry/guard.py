@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.errors import DataError
-from tasks.registry.aliases import CHAMPION, PENDING_TAG, history_from_tags, record
+from tasks.registry.aliases import CHAMPION, PENDING_TAG, alias_lock, history_from_tags, last_recorded, record
 from tasks.registry.champion import _set_champion, verify_nemo
 from tasks.registry.service import client, mlflow_call, registered_name
 from tasks.settings import get_settings
@@ -156,7 +156,12 @@ def _record_outside(
         "delivery_id": report.get("delivery_id"),
     }
     with mlflow_call(f"record an outside move of {name}"):
-        record(client(), name, entry)
+        mlflow_client = client()
+        with alias_lock(mlflow_client, name):  # serialized with the project's own moves
+            rm = mlflow_client.get_registered_model(name)
+            if last_recorded(history_from_tags(rm.tags), CHAMPION) == current:
+                return entry  # recorded meanwhile (a repaired half move): nothing to add
+            record(mlflow_client, name, entry)
     return entry
 
 

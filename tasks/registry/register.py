@@ -67,6 +67,11 @@ def register_run(
     who = actor_name(None)
     with mlflow_call(f"find run {run_id}"):
         run = mlflow_client.get_run(run_id)
+    if run.info.status != "FINISHED":  # failed or killed mid-way (e.g. a full disk): artifacts may be partial
+        raise UsageError(
+            f"run {run_id} is {run.info.status}, not FINISHED: its model may be partial, so it is not "
+            "registered"
+        )
     with mlflow_call(f"register run {run_id} as {name}"):
         version_tags = _version_tags(run, dec, tags)
         if dec is not None:  # the full decision beside the run, so `lineage` can show every check later

@@ -37,10 +37,16 @@ def registered_name(model: str) -> str:
     return model
 
 
-def client() -> MlflowClient:
-    """A client on `Settings.tracking_uri()`, also set as MLflow's global tracking and registry URI."""
+def bound_http_retries() -> None:
+    """MLflow's HTTP retries and timeout bounded (`HTTP_DEFAULTS`) unless the user set them; MLflow reads
+    them at each request, so call this before the first one (the training env's MLflow calls too)."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def client() -> MlflowClient:
+    """A client on `Settings.tracking_uri()`, also set as MLflow's global tracking and registry URI."""
+    bound_http_retries()
     import mlflow
     from mlflow import MlflowClient
 
@@ -63,6 +69,8 @@ def mlflow_call(action: str) -> Iterator[None]:
     except (DataError, UsageError, GateFailed, ServiceError):
         raise
     except MlflowException as exc:
+        if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise _auth_error(action, exc.error_code) from exc
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
             raise UsageError(f"{action}: {_first_line(exc.message)}") from exc
         if exc.error_code == "INVALID_PARAMETER_VALUE" and not _unreachable(exc):
@@ -92,6 +100,19 @@ def _unreachable_error(action: str) -> ServiceError:
     return ServiceError(
         f"MLflow at {get_settings().tracking_uri()} is unreachable while trying to {action}: start the "
         "server or point MLFLOW_TRACKING_URI at it"
+    )
+
+
+def _auth_error(action: str, code: str) -> ServiceError:
+    uri, user = get_settings().tracking_uri(), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == "UNAUTHENTICATED":
+        who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
+        return ServiceError(
+            f"MLflow at {uri} refused the credentials of {who} while trying to {action} (HTTP 401): check "
+            "the user name and password in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        )
+    return ServiceError(
+        f"MLflow at {uri}: user {user!r} may not {action} (HTTP 403): an MLflow admin must grant it"
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from tasks.errors import DataError, UsageError
 from tasks.files import copy_atomically
-from tasks.registry.aliases import CHAMPION, history_from_tags
+from tasks.registry.aliases import CHAMPION, history_from_tags, is_lock
 from tasks.registry.service import client, mlflow_call, registered_name
 
 
@@ -21,7 +21,7 @@ def list_versions(name: str | None = None) -> list[dict]:
         names = (
             [registered_name(name)]
             if name
-            else sorted(m.name for m in mlflow_client.search_registered_models())
+            else sorted(m.name for m in mlflow_client.search_registered_models() if not is_lock(m.name))
         )
         for n in names:
             rm = mlflow_client.get_registered_model(n)

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from tasks.errors import DataError, UsageError
+from tasks.training.limits import check_limits
 from tasks.vocab import Model, Profile
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -154,7 +155,8 @@ def resolve_config(
     """The config of `model` under `profile` with `overrides` applied, and its fingerprint.
 
     Raises:
-        UsageError: an unknown model or profile, a malformed override, an unknown key or a wrong type.
+        UsageError: an unknown model or profile, a malformed override, an unknown key, a wrong type or a
+            value out of its range (`tasks.training.limits`).
     """
     model = Model.parse(model).value
     profile = Profile.parse(profile).value
@@ -162,6 +164,7 @@ def resolve_config(
     cfg = _with_profile(OmegaConf.structured(_base_schema(model)), model, profile)
     for text in overrides:
         cfg = _apply_override(cfg, text)
+    check_limits(flatten(cfg))  # ranges (max_epochs >= 1, ...): keys and types are the schema's
     return ResolvedConfig(model, profile, overrides, cfg, fingerprint(model, profile, cfg))
 
 

@@ -122,21 +122,26 @@ def load(ref: str, task: str | None = None):
 
 
 def resolve_nemo(ref: str) -> Path:
-    """A local .nemo path for a path or MLflow URI (downloads the pyfunc's artifacts)."""
+    """A local .nemo path for a path or MLflow URI (downloads the pyfunc's artifacts).
+
+    An unknown model, version or alias is a UsageError (exit 2); MLflow down a ServiceError (exit 3) within
+    seconds (bounded retries, as the registry's)."""
     from tasks.errors import ServiceError, UsageError
 
     if "://" not in ref and ":/" not in ref:
         return Path(ref)
-    from mlflow.exceptions import MlflowException
+    from tasks.registry.service import bound_http_retries, mlflow_call
 
+    bound_http_retries()
     import mlflow
     from tasks.settings import get_settings
 
-    mlflow.set_tracking_uri(get_settings().tracking_uri())
+    uri = get_settings().tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # models:/ resolves through the registry URI: the same store, as client()
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
-    except MlflowException as exc:
-        raise ServiceError(f"MLflow could not resolve {ref}: {exc.message.splitlines()[0]}") from exc
+        with mlflow_call(f"download the model {ref}"):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
     except OSError as exc:
         raise ServiceError(f"MLflow could not download {ref}: {exc}") from exc
     found = sorted(local.rglob("*.nemo"))

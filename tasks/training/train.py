@@ -70,8 +70,10 @@ def _fill(cfg: DictConfig, task: str, scratch: Path, encoder: str, stage: Path) 
 def _mlflow_experiment(task: str):
     """Tracking URI from settings; a local store gets its parent dir and a local artifact root."""
     import mlflow
+    from tasks.registry.service import bound_http_retries
     from tasks.settings import get_settings
 
+    bound_http_retries()  # a server that is down fails in seconds, not after MLflow's ~4 minutes
     s = get_settings()
     uri = s.tracking_uri()
     local = s.is_local_store()
@@ -367,19 +369,36 @@ def _flat_metrics(task: str, metrics: dict) -> dict[str, float]:
 
 
 def _log_run(task, stage, nemo_path, pred_path, pngs, flat, fit_seconds) -> dict[str, Any]:
+    """Log metrics and artifacts to the active run; a store that fails (full disk, server gone) is one
+    sentence naming the file, and the caller marks the run FAILED (the registry refuses such runs)."""
     import mlflow
+    from tasks.registry.service import mlflow_call
     from tasks.training.pyfunc import log_pyfunc
 
-    mlflow.log_metrics({**flat, "fit_seconds": fit_seconds})
-    mlflow.log_artifact(str(stage / "metrics.json"))  # top level: the registry hands it to the gate
-    mlflow.log_artifact(str(nemo_path))
-    mlflow.log_artifact(str(pred_path))
-    mlflow.log_artifact(str(stage / "config.yaml"))
-    mlflow.log_artifact(str(stage / "dev_history.json"))
-    for p in pngs:
-        mlflow.log_artifact(str(p), artifact_path="plots")
-    info = log_pyfunc(task, nemo_path)
-    return {"run_id": mlflow.active_run().info.run_id, "model_uri": info.model_uri}
+    run_id = mlflow.active_run().info.run_id
+    artifacts = [
+        (stage / "metrics.json", None),  # top level: the registry hands it to the gate
+        (nemo_path, None),
+        (pred_path, None),
+        (stage / "config.yaml", None),
+        (stage / "dev_history.json", None),
+        *((p, "plots") for p in pngs),
+    ]
+    current = "metrics"
+    try:
+        with mlflow_call(f"store the artifacts of run {run_id}"):
+            mlflow.log_metrics({**flat, "fit_seconds": fit_seconds})
+            for path, folder in artifacts:
+                current = Path(path).name
+                mlflow.log_artifact(str(path), artifact_path=folder)
+            current = "the pyfunc model"
+            info = log_pyfunc(task, nemo_path)
+    except OSError as exc:
+        raise ServiceError(
+            f"MLflow artifact store {mlflow.get_artifact_uri()}: could not store {current} "
+            f"({exc.strerror or exc}); run {run_id} is marked FAILED and cannot be registered"
+        ) from exc
+    return {"run_id": run_id, "model_uri": info.model_uri}
 
 
 def result_line(result: dict[str, Any]) -> str:

@@ -1,0 +1,37 @@
+"""Value ranges of the training config that its types cannot express (tasks/training/limits.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.errors import UsageError
+from tasks.training.limits import check_limits
+
+GOOD = {
+    "trainer.max_epochs": 3,
+    "trainer.max_steps": -1,  # -1 is Lightning's "use max_epochs": allowed
+    "model.optim.lr": 5e-5,
+    "model.train_ds.batch_size": 16,
+    "model.dataset.max_seq_length": 128,
+}
+
+
+def test_sensible_values_pass() -> None:
+    check_limits(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("trainer.max_epochs", -1),
+        ("trainer.max_epochs", 0),
+        ("model.optim.lr", 0),
+        ("model.optim.lr", "fast"),
+        ("model.train_ds.batch_size", 0),
+        ("model.dataset.max_seq_length", -5),
+    ],
+)
+def test_out_of_range_values_name_the_key(key: str, value: object) -> None:
+    with pytest.raises(UsageError, match=rf"^config key '{key}' is {value!r}: ") as err:
+        check_limits({**GOOD, key: value})
+    assert "\n" not in str(err.value)
