@@ -10,8 +10,9 @@ pull_data -> validate_data -> classifier: plan -> train -> train_result -> champ
                            -> ner:        (the same)                                     -> summarize
 ```
 
-- **pull_data**: `data/` as of the *data revision* (a git revision of `data.dvc`; empty = checked out),
-  checksums verified against the DVC remote.
+- **pull_data**: the data version of the *data revision* (a git revision of `data.dvc`; empty = HEAD)
+  materialised from the DVC cache / remote into this run's own read-only folder `runs/<run id>/data`
+  (every file's md5 checked); the checkout's `data/` and `data.dvc` are never touched.
 - **validate_data**: Great Expectations suites; invalid data stops the run here (nothing trains,
   nothing is registered) and the report names file and line.
 - **plan**: training is skipped, with the reason in the log and in XCom, when the data version,
@@ -94,7 +95,8 @@ def _run_id() -> str:
             None,
             type=["null", "string"],
             title="Data revision",
-            description_md="Git revision of `data.dvc` (tag, branch, commit); empty: the checked-out one.",
+            description_md="Git revision of `data.dvc` (tag, branch, commit); empty: HEAD "
+            "(the committed `data.dvc`).",
             section="Data",
         ),
         "models": Param(
@@ -169,10 +171,10 @@ def _run_id() -> str:
 def ncbi_retrain() -> None:
     @task
     def pull_data() -> dict:
-        """Restore `data/` at the requested revision; returns its path and data version (md5)."""
+        """The revision's data version in this run's own read-only folder; returns its path and md5."""
         from tasks.pipeline import steps
 
-        return steps.pull_data(_options().data_revision).dump()
+        return steps.pull_data(_options().data_revision, _run_id()).dump()
 
     @task
     def validate_data(data: dict) -> dict:

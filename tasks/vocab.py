@@ -377,10 +377,12 @@ def field_error(exc: ValidationError) -> str:
 # What each DAG task returns as XCom (`record.dump()`) and the next task reads back with
 # `Record.model_validate(...)`: one typed contract per hand-over. Paths travel as strings (JSON).
 class DataRef(Record):
-    """`pull_data`: the materialised data directory and its version (the md5 in data.dvc)."""
+    """`pull_data`: the run's materialised, read-only data folder and its version (the md5 in data.dvc)."""
 
     data_dir: str
     data_version: str
+    revision: str | None = None  # the git revision asked for (HEAD when none)
+    commit: str | None = None  # the commit it resolved to: the data's lineage in git
 
 
 class ValidationResult(Record):

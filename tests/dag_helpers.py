@@ -59,6 +59,8 @@ def make_project(imported: Path, repo: Path) -> None:
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     subprocess.run([str(ROOT / ".venv" / "bin" / "dvc"), "init", "-q"], cwd=repo, check=True)
+    # As in this repository: run folders and a local MLflow store are never part of the checkout.
+    (repo / ".gitignore").write_text("/runs/\n/mlruns/\n")
     small_slice(imported, repo / "data")
 
 

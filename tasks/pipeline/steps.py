@@ -38,15 +38,26 @@ log = logging.getLogger(__name__)
 GATE_POLICY_ENV = "NCBI_RETRAIN_GATE_POLICY"  # an alternative gates.yaml (e.g. a stricter one per site)
 
 
-def pull_data(revision: str | None = None) -> DataRef:
-    """Restore `data/` at `revision` (a git revision of data.dvc; None: the checked-out one)."""
-    from tasks.versioning import pull
+def pull_data(revision: str | None, dag_run_id: str) -> DataRef:
+    """Materialise the data version of `data.dvc` at git `revision` (None: HEAD) into the run's own
+    read-only folder `<run dir>/data`; every later step reads only that folder. The checkout (`data/`,
+    `data.dvc`) is never read or written, so runs of different revisions cannot corrupt each other; a
+    retried task reuses a folder that already holds the version."""
+    from tasks.versioning import materialize
 
     settings = get_settings()
-    version = pull(settings.project_dir, revision or None)
-    data_dir = settings.path(settings.data_dir)
-    log.info("data version %s at %s (revision %s)", version, data_dir, revision or "checked out")
-    return DataRef(data_dir=str(data_dir), data_version=version)
+    got = materialize(settings.project_dir, revision or None, run_dir(dag_run_id, settings) / "data")
+    log.info(
+        "data version %s of revision %s (commit %s) in %s: %d files, %d hard-linked from the DVC cache%s",
+        got.data_version,
+        got.rev,
+        got.commit[:12],
+        got.path,
+        got.files,
+        got.linked,
+        " (reused)" if got.reused else "",
+    )
+    return DataRef(data_dir=got.path, data_version=got.data_version, revision=got.rev, commit=got.commit)
 
 
 def validate_data(data: DataRef, dag_run_id: str) -> ValidationResult:

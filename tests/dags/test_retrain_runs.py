@@ -65,11 +65,30 @@ def settings_env(monkeypatch):
     get_settings.cache_clear()
 
 
-def run_dag(dagbag, conf: dict):
-    """One dag.test() run; returns (dag run, {task_id: state}, summary dict or None)."""
-    from tasks.pipeline.rundir import run_dir
+def checkout_state(repo: Path) -> tuple[str, bytes, dict[str, bytes]]:
+    """What a DAG run must never change: `git status`, `data.dvc` and every file under `data/`."""
+    import subprocess
 
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    data = {
+        str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()
+    }
+    return status, (repo / "data.dvc").read_bytes(), data
+
+
+def run_dag(dagbag, conf: dict):
+    """One dag.test() run; returns (dag run, {task_id: state}, summary dict or None).
+
+    Every run, whatever its data revision or outcome, leaves the checkout exactly as it found it."""
+    from tasks.pipeline.rundir import run_dir
+    from tasks.settings import get_settings
+
+    repo = get_settings().project_dir
+    before = checkout_state(repo)
     dr = dagbag.get_dag("ncbi_retrain").test(run_conf=conf)
+    assert checkout_state(repo) == before, "the DAG run changed the checkout (git status, data.dvc or data/)"
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
     path = run_dir(dr.run_id) / "summary.json"
     return dr, states, json.loads(path.read_text()) if path.exists() else None
@@ -133,6 +152,10 @@ def test_bad_data_fails_validation_and_nothing_trains(repo, dagbag, settings_env
     dr, states, summary = run_dag(dagbag, {**TINY, "data_revision": "bad"})
     assert str(dr.state) == "failed"
     assert states["pull_data"] == "success" and states["validate_data"] == "failed"
+    from tasks.pipeline.rundir import run_dir
+
+    label = (run_dir(dr.run_id) / "data" / "tc3" / "train.tsv").read_text().splitlines()[2]
+    assert label.endswith("\t7")  # validated the revision's own data, in the run's folder
     for model in ("classifier", "ner"):
         assert {states[f"{model}.{t}"] for t in ("plan", "train", "register", "promote")} == {
             "upstream_failed"
