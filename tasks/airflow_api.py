@@ -33,12 +33,17 @@ SETTLE_S = 15.0  # a request's minimum age before it is answered (Airflow 3.3.2'
 
 @contextmanager
 def _reachable(url: str) -> Iterator[None]:
-    """Connection failures (refused, timed out, DNS) as one ServiceError naming the URL."""
+    """Connection failures (refused, timed out, DNS) and unexpected answers as one ServiceError naming
+    the URL (the expected refusals are UsageErrors raised inside)."""
     import requests
     import urllib3
 
     try:
         yield
+    except ImportError as exc:  # the training env has no REST client: this command belongs to .venv
+        raise ServiceError(
+            f"the Airflow REST client is not installed here ({exc.name}): use the orchestration env (.venv)"
+        ) from None
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
         text = str(exc)
         cause = (
@@ -50,6 +55,14 @@ def _reachable(url: str) -> Iterator[None]:
         )
         raise ServiceError(
             f"Airflow at {url} is unreachable ({cause}): start it (`make up`) or set NCBI_RETRAIN_AIRFLOW_URL"
+        ) from None
+    except Exception as exc:
+        from airflow_client.client.exceptions import ApiException
+
+        if not isinstance(exc, ApiException):
+            raise
+        raise ServiceError(
+            f"Airflow at {url} answered {exc.status} {exc.reason}: {(exc.body or '')[:200]}"
         ) from None
 
 
@@ -91,21 +104,22 @@ def answer_approval(
     nothing to answer (with why), the user may not answer or the credentials are wrong, ServiceError when
     Airflow is unreachable.
     """
-    from airflow_client.client import ApiClient, Configuration
-    from airflow_client.client.api.task_instance_api import TaskInstanceApi
-    from airflow_client.client.exceptions import (
-        ConflictException,
-        ForbiddenException,
-        NotFoundException,
-        UnauthorizedException,
-    )
-    from airflow_client.client.models.update_hitl_detail_payload import UpdateHITLDetailPayload
-
     model = Model.parse(str(model))
     if not reason.strip():
         raise UsageError("--reason is empty: say why you approve or reject (it is recorded)")
     settings = settings or get_settings()
     url, user = settings.airflow_url.rstrip("/"), settings.airflow_user
+    with _reachable(url):
+        from airflow_client.client import ApiClient, Configuration
+        from airflow_client.client.api.task_instance_api import TaskInstanceApi
+        from airflow_client.client.exceptions import (
+            ConflictException,
+            ForbiddenException,
+            NotFoundException,
+            UnauthorizedException,
+        )
+        from airflow_client.client.models.update_hitl_detail_payload import UpdateHITLDetailPayload
+
     task_id = approval_task_id(model)
     what = f"{model} in run {dag_run_id}"
     token = access_token(settings)
