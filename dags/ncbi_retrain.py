@@ -6,7 +6,7 @@ Keeps the NCBI-disease **classifier** (3 classes: cancer, neurological, other) a
 
 ```
 pull_data -> validate_data -> classifier: plan -> train -> train_result -> champion -> rescore_champion
-                                          -> gate -> register -> promote
+                                          -> gate -> register -> approval_request -> approval -> promote
                            -> ner:        (the same)                                     -> summarize
 ```
 
@@ -27,12 +27,19 @@ pull_data -> validate_data -> classifier: plan -> train -> train_result -> champ
   **rescore_champion** runs `ncbi-retrain evaluate --model models:/NAME@champion` the same way.
 - **gate**: F1 floor, paired bootstrap against the champion, per-class and behavioural checks.
 - **register**: a version with lineage tags and alias `challenger` (idempotent on retries).
-- **promote**: `champion` moves only when the gate passed and *promote* is `auto`; the model's
-  Asset records each new champion.
+- **approval_request** / **approval** (*promote* = `approve`, gate passed): the approval task shows the
+  decision (the gate metric vs the champion with its CI, per-class changes, behavioural results, where
+  the report and the MLflow run are) under the UI's **required actions** and waits: *Approve* moves
+  `champion` (recorded as the approver's move), *Reject* keeps the version `challenger` (the reason is
+  recorded); no answer within `NCBI_RETRAIN_APPROVAL_TIMEOUT` (default 24 h) counts as a reject. Answer
+  here or with `ncbi-retrain approve MODEL --run RUN_ID [--reject] --reason TEXT`. Skipped, and nothing
+  waits, with `auto` or `never`.
+- **promote**: `champion` moves only when the gate passed and *promote* is `auto`, or `approve` and a
+  person approved; the model's Asset records each new champion.
 
 On failure a summary is written to `runs/<run id>/failure.md` (and posted to
 `NCBI_RETRAIN_WEBHOOK_URL` when set). Schedule: `NCBI_RETRAIN_SCHEDULE` (cron, default 02:00 UTC;
-`none` for manual only).
+`none` for manual only); scheduled runs promote as `NCBI_RETRAIN_PROMOTE` says (default `auto`).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from airflow.sdk import Param, TaskGroup, TriggerRule, dag, get_current_context,
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from ncbi_common import (
     CHAMPION_ASSETS,
+    DAG_TEST_USER,
     DEFAULT_PROFILE,
     MODELS,
     RESCORE_TIMEOUT,
@@ -55,12 +63,16 @@ from ncbi_common import (
     run_failed,
     task_failed,
 )
+from ncbi_common.approval import approval_operator
 from ncbi_common.jobs import MACROS, job_operator
 
+from tasks.pipeline.approval import APPROVAL_TASK, duration_text
 from tasks.settings import get_settings
 from tasks.vocab import Model, Profile, PromoteMode
 
-SETTINGS = get_settings()  # the launcher, the GPU pool and queue: read once, when the DAG is parsed
+# The launcher, the GPU pool and queue, the promote mode of scheduled runs and the approval timeout:
+# read once, when the DAG is parsed.
+SETTINGS = get_settings()
 
 
 def _options() -> Any:
@@ -152,11 +164,14 @@ def _run_id() -> str:
             section="Training",
         ),
         "promote": Param(
-            PromoteMode.auto.value,
+            SETTINGS.promote.value,
             type="string",
             enum=[m.value for m in PromoteMode],
             title="Promote",
-            description_md="`auto`: `champion` moves when the gate passes; `never`: challenger only.",
+            description_md="`auto`: `champion` moves when the gate passes; `approve`: a person approves "
+            "first (required actions, or `ncbi-retrain approve`; no answer within "
+            f"{duration_text(SETTINGS.approval_timeout)} counts as a reject); `never`: challenger "
+            "only. Scheduled runs use `NCBI_RETRAIN_PROMOTE`.",
             section="Registry",
         ),
         "force": Param(
@@ -174,7 +189,15 @@ def ncbi_retrain() -> None:
         """The revision's data version in this run's own read-only folder; returns its path and md5."""
         from tasks.pipeline import steps
 
-        return steps.pull_data(_options().data_revision, _run_id()).dump()
+        options = _options()
+        if options.promote == PromoteMode.approve and (
+            get_current_context()["dag_run"].triggering_user_name == DAG_TEST_USER
+        ):  # dag.test() never times an approval out, and no api-server is there to answer it
+            raise AirflowFailException(
+                "promote=approve needs the Airflow stack (make up): under `airflow dags test` / dag.test() "
+                "nobody can answer the approval and nothing times it out; use promote=auto or never here"
+            )
+        return steps.pull_data(options.data_revision, _run_id()).dump()
 
     @task
     def validate_data(data: dict) -> dict:
@@ -203,7 +226,8 @@ def ncbi_retrain() -> None:
 
 
 def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
-    """plan -> train -> train_result -> champion -> rescore_champion -> gate -> register -> promote."""
+    """plan -> train -> train_result -> champion -> rescore_champion -> gate -> register
+    -> approval_request -> approval -> promote."""
 
     @task
     def plan(data: dict, validated: dict) -> dict:
@@ -259,11 +283,29 @@ def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
             _run_id(),
         ).dump()
 
-    @task(outlets=[CHAMPION_ASSETS[model]])
-    def promote(registered: dict, gated: dict) -> dict:
-        """Move `champion` when the gate passed and promote=auto; otherwise skip with the reason."""
+    @task
+    def approval_request(registered: dict, gated: dict, trained: dict) -> dict:
+        """promote=approve and a passed gate: what the approver sees; otherwise why nobody is asked."""
+        from tasks.pipeline.approval import approval_request
+        from tasks.vocab import GateResult, Registration, TrainResult
+
+        return approval_request(
+            model,
+            Registration.model_validate(registered),
+            GateResult.model_validate(gated),
+            TrainResult.model_validate(trained),
+            _options(),
+            _run_id(),
+            SETTINGS.approval_timeout,
+        ).dump()
+
+    # The approval may have been skipped (promote=auto / never, a failed gate): promote runs all the same.
+    @task(outlets=[CHAMPION_ASSETS[model]], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def promote(registered: dict, gated: dict, answer: Any) -> dict:
+        """Move `champion` when the gate passed and promote=auto, or approve and a person approved;
+        otherwise skip with the reason (a rejection or timeout is recorded on the version)."""
         from tasks.pipeline import steps
-        from tasks.vocab import GateResult, Registration
+        from tasks.vocab import Approval, GateResult, Registration
 
         ctx = get_current_context()
         result = steps.promote(
@@ -272,6 +314,7 @@ def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
             _options(),
             ctx["dag"].dag_id,
             ctx["run_id"],
+            Approval.from_response(answer),
         )
         if not result.promoted:
             raise AirflowSkipException(result.reason)  # no Asset event without a new champion
@@ -302,8 +345,24 @@ def model_flow(model: str, data: Any, validated: Any) -> dict[str, Any]:
         )
         gated = gate(trained, reference, rescore.output)
         registered = register(trained, gated, planned, data)
-        promoted = promote(registered, gated)
-    return {"plan": planned, "train": trained, "gate": gated, "register": registered, "promote": promoted}
+        request = approval_request(registered, gated, trained)
+        approval = approval_operator(
+            APPROVAL_TASK,
+            request,
+            SETTINGS.approval_timeout,
+            doc_md="Approve or reject the new champion (promote=approve): required actions, or "
+            "`ncbi-retrain approve MODEL --run RUN_ID [--reject] --reason TEXT`.",
+        )
+        promoted = promote(registered, gated, approval.output)
+    return {
+        "plan": planned,
+        "train": trained,
+        "gate": gated,
+        "register": registered,
+        "approval_request": request,
+        "approval": approval.output,
+        "promote": promoted,
+    }
 
 
 ncbi_retrain()

@@ -12,7 +12,8 @@
 #   default `gpu`: the DAG routes train/evaluate there), each with --skip-serve-logs; each records its name
 #   as the task instances' host (NCBI_RETRAIN_WORKER_NAME), so the UI shows which worker ran what.
 # Scheduled runs: NCBI_RETRAIN_PROFILE (default cpu) is their profile and the form's default;
-#   NCBI_RETRAIN_SCHEDULE (cron, default 02:00 UTC; `none`: manual runs only).
+#   NCBI_RETRAIN_SCHEDULE (cron, default 02:00 UTC; `none`: manual runs only); NCBI_RETRAIN_PROMOTE (default
+#   auto; `approve`: a person approves each new champion, within NCBI_RETRAIN_APPROVAL_TIMEOUT, default 24 h).
 # State in .stack/ (or NCBI_STACK_DIR): PIDs in .stack/*.pid (down stops each by its PID, with its
 # process group), logs in .stack/logs/.
 # Secrets: from the environment when set (NCBI_STACK_PG_PASSWORD, MLFLOW_AUTH_ADMIN_PASSWORD,
@@ -236,6 +237,12 @@ EOF
   Trigger: the Trigger button on the DAG's page (the Params form), or
            curl -X POST http://127.0.0.1:$AIRFLOW_PORT/auth/token -H 'Content-Type: application/json' \\
              -d '{"username": "admin", "password": "..."}'   then POST /api/v2/dags/ncbi_retrain/dagRuns
+  Approve: a run with promote=approve (scheduled runs: NCBI_RETRAIN_PROMOTE=${NCBI_RETRAIN_PROMOTE:-auto}) waits
+           under Required actions in the UI until someone approves or rejects it (no answer within
+           ${NCBI_RETRAIN_APPROVAL_TIMEOUT:-24 h}, NCBI_RETRAIN_APPROVAL_TIMEOUT, counts as a reject); from a shell:
+           export NCBI_RETRAIN_AIRFLOW_URL=http://127.0.0.1:$AIRFLOW_PORT NCBI_RETRAIN_AIRFLOW_USER=admin
+           export NCBI_RETRAIN_AIRFLOW_PASSWORD=\$(sed -n 's/^NCBI_STACK_AIRFLOW_PASSWORD=//p' $STACK/secrets.env)
+           $BIN/ncbi-retrain approve classifier --run RUN_ID --reason "why" [--reject]
   Stop:    make down
 EOF
 }

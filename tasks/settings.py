@@ -7,12 +7,15 @@ Every field can be set as `NCBI_RETRAIN_<FIELD>`; MLflow also honours `MLFLOW_TR
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.vocab import PromoteMode
 
 
 def _default_cache() -> Path:
@@ -106,6 +109,31 @@ class Settings(BaseSettings):
         "revert",
         description="What ncbi_champion does with an unverified champion: move it back, or only report.",
     )
+
+    promote: PromoteMode = Field(
+        PromoteMode.auto,
+        description="The promote mode of scheduled ncbi_retrain runs and the trigger form's default: auto "
+        "(champion moves on a passed gate), approve (a person approves first), never (challenger only).",
+    )
+    approval_timeout: timedelta = Field(
+        timedelta(hours=24),
+        gt=timedelta(0),
+        description="How long a promote=approve run waits for an answer; none by then counts as a reject. "
+        "Seconds (86400), ISO 8601 (PT24H, P1D) or HH:MM:SS.",
+    )
+    airflow_url: str = Field(
+        "http://127.0.0.1:8080", description="Airflow's api-server, for `ncbi-retrain approve` (/api/v2)."
+    )
+    airflow_user: str = Field("admin", description="The Airflow user `ncbi-retrain approve` answers as.")
+    airflow_password: SecretStr | None = Field(None, description="That user's Airflow password.")
+
+    @field_validator("approval_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        """A plain number of seconds, as environment variables usually give durations."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
 
     def path(self, p: Path) -> Path:
         """Resolve a settings path against the project directory."""

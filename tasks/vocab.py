@@ -74,6 +74,7 @@ class PromoteMode(StrEnum):
     """What a passed gate does to `champion` in a retraining run."""
 
     auto = "auto"  # champion moves when the gate passes
+    approve = "approve"  # champion moves when the gate passes and a person approves (Airflow HITL task)
     never = "never"  # challenger only
 
 
@@ -83,6 +84,18 @@ class Alias(StrEnum):
     champion = "champion"
     challenger = "challenger"
 
+
+class ApprovalOutcome(StrEnum):
+    """How a request to approve a passed gate (promote=approve) ended."""
+
+    approved = "approved"  # champion moves, recorded as made by the approver
+    rejected = "rejected"  # challenger only; the reason is recorded
+    timed_out = "timed_out"  # no answer within NCBI_RETRAIN_APPROVAL_TIMEOUT: counts as rejected
+
+
+# The options of the approval task (Airflow's required actions); `ncbi-retrain approve` answers with them.
+APPROVE, REJECT = "Approve", "Reject"
+APPROVAL_REASON = "reason"  # the approval's one form field (free text)
 
 MODELS: tuple[Model, ...] = tuple(Model)
 PROFILES: tuple[Profile, ...] = tuple(Profile)
@@ -489,6 +502,61 @@ class Registration(Record):
     gate: str
 
 
+class ApprovalRequest(Record):
+    """`approval_request`: whether this model's passed gate waits for a person (promote=approve), and
+    what the approval task shows them (`subject`, Markdown `body`); `reason` says why (not)."""
+
+    needed: bool
+    reason: str
+    name: str | None = None
+    version: str | None = None
+    subject: str = ""
+    body: str = ""
+
+
+class Approval(Record):
+    """A person's answer to an approval request, or its timeout (the approval task's XCom, read back)."""
+
+    outcome: ApprovalOutcome
+    by: str | None = None  # the Airflow user who answered (None: timed out)
+    reason: str | None = None
+    at: str | None = None  # when it was answered or timed out (ISO 8601, UTC)
+
+    @classmethod
+    def from_response(cls, response: Any) -> Approval | None:
+        """From the provider's HITL result ({chosen_options, params_input, responded_at,
+        responded_by_user}); None when the approval task did not run. A Reject nobody chose (no
+        responding user) is the timeout's default."""
+        if not response:
+            return None
+        chosen = list(response.get("chosen_options") or [])
+        user = response.get("responded_by_user") or None
+        by = (user.get("name") or user.get("id")) if isinstance(user, dict) else None
+        reason = ((response.get("params_input") or {}).get(APPROVAL_REASON) or "").strip() or None
+        at = response.get("responded_at")
+        at = at.isoformat(timespec="seconds") if hasattr(at, "isoformat") else (str(at) if at else None)
+        if chosen == [APPROVE]:
+            outcome = ApprovalOutcome.approved
+        elif by is None:
+            outcome = ApprovalOutcome.timed_out
+        else:
+            outcome = ApprovalOutcome.rejected
+        return cls(outcome=outcome, by=by, reason=reason, at=at)
+
+    def describe(self) -> str:
+        """`approved by alice: reason`, `rejected by bob: reason`, `timed out at T (counts as rejected)`."""
+        why = f": {self.reason}" if self.reason else " (no reason given)"
+        if self.outcome == ApprovalOutcome.timed_out:
+            return f"not approved in time (timed out at {self.at or 'unknown'}; counts as rejected)"
+        return f"{self.outcome.value} by {self.by}{why}"
+
+    def short(self) -> str:
+        """`approved by alice` / `rejected by bob` / `timed out` (the demo's table)."""
+        if self.outcome == ApprovalOutcome.timed_out:
+            return "timed out"
+        return f"{self.outcome.value} by {self.by}"
+
+
 class Promotion(Record):
     """`promote`: whether `champion` moved to the new version, and why (not)."""
 
@@ -496,6 +564,7 @@ class Promotion(Record):
     name: str
     version: str
     reason: str
+    approval: Approval | None = None  # promote=approve: the answer it acted on
 
 
 class ModelSummary(Record):
@@ -512,6 +581,7 @@ class ModelSummary(Record):
     gate_reason: str | None = None
     version: str | None = None
     promoted: bool = False
+    approval: Approval | None = None  # promote=approve: approved / rejected (by whom, why) / timed out
 
 
 class RunSummary(Record):

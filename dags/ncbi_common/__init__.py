@@ -33,6 +33,8 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("NCBI_RETRAIN_RETRY_DELAY_S
 TRAIN_RETRIES = int(os.environ.get("NCBI_RETRAIN_TRAIN_RETRIES", "2"))
 TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("NCBI_RETRAIN_TRAIN_TIMEOUT_H", "7")))
 RESCORE_TIMEOUT = timedelta(hours=2)
+# `DagRun.triggering_user_name` of a run made by dag.test() / `airflow dags test` (airflow.sdk's Dag.test).
+DAG_TEST_USER = "dag_test"
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:

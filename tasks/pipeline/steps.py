@@ -20,12 +20,15 @@ from tasks.pipeline import jobs
 from tasks.pipeline.rundir import code_version, run_dir
 from tasks.settings import get_settings
 from tasks.vocab import (
+    Approval,
+    ApprovalOutcome,
     ChampionRef,
     DataRef,
     EvaluateResult,
     GateResult,
     Model,
     Plan,
+    PromoteMode,
     Promotion,
     Registration,
     RunParams,
@@ -247,23 +250,40 @@ def register(
 
 
 def promote(
-    registered: Registration, gated: GateResult, options: RunParams, dag_id: str, dag_run_id: str
+    registered: Registration,
+    gated: GateResult,
+    options: RunParams,
+    dag_id: str,
+    dag_run_id: str,
+    approval: Approval | None = None,
 ) -> Promotion:
-    """Move `champion` to the new version when the gate passed and promote=auto; else say why not."""
+    """Move `champion` to the new version when the gate passed and promote=auto, or promote=approve and a
+    person approved (`approval`, the approval task's answer; recorded as their move). Otherwise say why
+    not; a rejection or a timeout is recorded on the version (tags `approval*`)."""
     from tasks.registry import promote as move_champion
+    from tasks.registry.champion import record_approval
 
     name, version = registered.name, registered.version
     if not gated.passed:
         reason = f"{name} v{version} not promoted: gate failed: {gated.reason}"
         return Promotion(promoted=False, name=name, version=version, reason=reason)
-    if options.promote == "never":
+    if options.promote == PromoteMode.never:
         reason = f"{name} v{version} passed the gate but promote=never: champion unchanged"
         return Promotion(promoted=False, name=name, version=version, reason=reason)
-    move_champion(
-        name,
-        version,
-        f"gate passed in {dag_id} run {dag_run_id}: {gated.reason}",
-        actor=f"airflow:{dag_id}",
-    )
-    reason = f"{name} v{version} is the new champion; gate: {gated.reason}"
-    return Promotion(promoted=True, name=name, version=version, reason=reason)
+    gate_note = f"gate passed in {dag_id} run {dag_run_id}: {gated.reason}"
+    actor = f"airflow:{dag_id}"
+    if options.promote == PromoteMode.approve:
+        if approval is None:  # the approval task was skipped by hand: nobody approved
+            reason = f"{name} v{version} passed the gate but nobody approved it: champion unchanged"
+            return Promotion(promoted=False, name=name, version=version, reason=reason)
+        record_approval(name, version, approval.outcome.value, approval.by, approval.reason, approval.at)
+        if approval.outcome != ApprovalOutcome.approved:
+            reason = f"{name} v{version} passed the gate, not promoted: {approval.describe()}"
+            log.info("%s", reason)
+            return Promotion(promoted=False, name=name, version=version, reason=reason, approval=approval)
+        gate_note = f"{approval.describe()} in {dag_id} run {dag_run_id}; gate: {gated.reason}"
+        actor = f"airflow:{dag_id}:{approval.by}"
+    move_champion(name, version, gate_note, actor=actor)
+    by = f", {approval.describe()}" if approval else ""
+    reason = f"{name} v{version} is the new champion{by}; gate: {gated.reason}"
+    return Promotion(promoted=True, name=name, version=version, reason=reason, approval=approval)

@@ -13,6 +13,8 @@ from typing import Any
 from tasks.files import atomic_write_json
 from tasks.pipeline.rundir import run_dir
 from tasks.vocab import (
+    Approval,
+    ApprovalRequest,
     DataRef,
     GateResult,
     Model,
@@ -37,10 +39,13 @@ class ModelOutcome:
     gate: GateResult | None = None
     register: Registration | None = None
     promote: Promotion | None = None
+    request: ApprovalRequest | None = None
+    approval: Approval | None = None
 
     @classmethod
     def from_xcom(cls, values: Mapping[str, Any]) -> ModelOutcome:
-        """From the tasks' XComs by name (plan, train, gate, register, promote); None for a skipped one."""
+        """From the tasks' XComs by name (plan, train, gate, register, promote, approval_request, and
+        approval: the HITL operator's answer); None for a skipped one."""
 
         def record(kind: type[Record], key: str) -> Any:
             value = values.get(key)
@@ -52,19 +57,24 @@ class ModelOutcome:
             gate=record(GateResult, "gate"),
             register=record(Registration, "register"),
             promote=record(Promotion, "promote"),
+            request=record(ApprovalRequest, "approval_request"),
+            approval=Approval.from_response(values.get("approval")),
         )
 
 
 def model_summary(o: ModelOutcome) -> ModelSummary:
     """One model's line: trained or why not, the gate, the version, promoted or why not."""
     reason = o.promote.reason if o.promote else None
-    if reason is None and o.gate:  # promote skipped itself: say why from the gate
+    if reason is None and o.gate:  # promote skipped itself: say why from the gate (and the approval)
         version = o.register.version if o.register else None
-        reason = (
-            f"v{version} registered as challenger, not promoted: gate failed: {o.gate.reason}"
-            if not o.gate.passed
-            else f"v{version} passed the gate, not promoted (promote=never)"
-        )
+        if not o.gate.passed:
+            reason = f"v{version} registered as challenger, not promoted: gate failed: {o.gate.reason}"
+        elif o.approval is not None:
+            reason = f"v{version} passed the gate, not promoted: {o.approval.describe()}"
+        elif o.request is not None and o.request.needed:
+            reason = f"v{version} passed the gate, not promoted: nobody approved it (approval skipped)"
+        else:
+            reason = f"v{version} passed the gate, not promoted (promote=never)"
     plan_reason = o.plan.reason if o.plan else None
     return ModelSummary(
         trained=o.train is not None,
@@ -78,6 +88,7 @@ def model_summary(o: ModelOutcome) -> ModelSummary:
         gate_reason=o.gate.reason if o.gate else None,
         version=o.register.version if o.register else None,
         promoted=bool(o.promote and o.promote.promoted),
+        approval=o.approval,
     )
 
 
@@ -102,7 +113,7 @@ def result_table(summary_path: Path) -> str:
     from tasks.registry import list_versions
 
     summary = RunSummary.model_validate(json.loads(Path(summary_path).read_text()))
-    rows = [("model", "trained", "metric", "F1", "champion F1", "gate", "version", "aliases")]
+    rows = [("model", "trained", "metric", "F1", "champion F1", "gate", "approval", "version", "aliases")]
     for model, m in summary.models.items():
         name = Model(model).registered_name
         versions = list_versions(name) or []
@@ -118,6 +129,7 @@ def result_table(summary_path: Path) -> str:
                 "-" if m.value is None else f"{m.value:.4f}",
                 "-" if m.champion_value is None else f"{m.champion_value:.4f}",
                 m.gate or "-",
+                m.approval.short() if m.approval else "-",
                 m.version or "-",
                 aliases or ("-" if champ is None else f"(champion is v{champ.get('version')})"),
             )

@@ -102,6 +102,24 @@ def rollback(
     return _set_champion(mlflow_client, name, str(to), reason, actor_name(actor), force, "rollback")
 
 
+APPROVAL_TAGS = ("approval", "approval_by", "approval_reason", "approval_at")
+
+
+def record_approval(
+    name_or_model: str, version: str | int, outcome: str, by: str | None, reason: str | None, at: str | None
+) -> dict[str, str]:
+    """Tag the version with a person's answer to its approval request (promote=approve): `approval`
+    (approved / rejected / timed_out), `approval_by`, `approval_reason`, `approval_at`."""
+    name, version = registered_name(name_or_model), str(version)
+    values = [outcome, by or "", (reason or "")[:1000], at or ""]
+    tags = dict(zip(APPROVAL_TAGS, values, strict=True))
+    mlflow_client = client()
+    with mlflow_call(f"tag version {version} of {name} with its approval"):
+        for key, value in tags.items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
+    return tags
+
+
 def _find_nemo(uri: str, depth: int = 3) -> str | None:
     """The path of the first `.nemo` file within `depth` folder levels of the artifact `uri`."""
     from mlflow.artifacts import list_artifacts

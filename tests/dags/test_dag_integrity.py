@@ -75,11 +75,32 @@ def test_retrain_flow_pools_queues_retries_and_assets(dagbag):
         assert gate.upstream_task_ids == {f"{model}.train_result", f"{model}.champion", rescore.task_id}
         promote = dag.get_task(f"{model}.promote")
         assert [a.name for a in promote.outlets] == [f"ncbi-disease-{model}@champion"]
-        assert promote.upstream_task_ids == {f"{model}.register", f"{model}.gate"}
+        assert promote.upstream_task_ids == {f"{model}.register", f"{model}.gate", f"{model}.approval"}
+        assert promote.trigger_rule == "none_failed_min_one_success"  # runs when the approval skipped
     assert dag.get_task("validate_data").upstream_task_ids == {"pull_data"}
     assert dag.get_task("summarize").trigger_rule == "none_failed"
     assert dag.on_failure_callback is not None
     assert all(t.on_failure_callback for t in dag.tasks)
+
+
+def test_retrain_flow_asks_for_approval_with_the_providers_hitl_operator(dagbag):
+    """promote=approve: between register and promote, the standard provider's HITL operator (Approve /
+    Reject, a reason; Reject when nobody answers within NCBI_RETRAIN_APPROVAL_TIMEOUT, default 24 h),
+    skipped (tests/dags/test_retrain_runs.py) when its request says no approval is needed."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    dag = dagbag.get_dag("ncbi_retrain")
+    for model in ("classifier", "ner"):
+        request = dag.get_task(f"{model}.approval_request")
+        assert request.upstream_task_ids == {f"{model}.register", f"{model}.gate", f"{model}.train_result"}
+        approval = dag.get_task(f"{model}.approval")
+        assert isinstance(approval, HITLOperator)
+        assert approval.upstream_task_ids == {request.task_id}
+        assert approval.options == ["Approve", "Reject"] and approval.defaults == ["Reject"]
+        assert approval.response_timeout == timedelta(hours=24)
+        assert list(approval.params.keys()) == ["reason"]
+        assert approval.params.get_param("reason").value is None  # the form submits without one
+        assert f"{model}.approval_request" in approval.subject and "body" in approval.body
 
 
 def test_retrain_flow_routes_training_to_the_gpu_queue(dagbag):
@@ -116,7 +137,7 @@ def test_retrain_params_form(dagbag):
     schema = _schema(params)
     assert schema["models"]["enum"] == ["both", "classifier", "ner"]
     assert schema["profile"]["enum"] == ["tiny", "cpu", "gpu"]
-    assert schema["promote"]["enum"] == ["auto", "never"]
+    assert schema["promote"]["enum"] == ["auto", "approve", "never"]
     assert schema["force"]["type"] == "boolean"
     optional = {"data_revision", "epochs", "learning_rate", "encoder", "max_seq_length"}
     for key in optional:

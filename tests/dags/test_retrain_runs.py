@@ -4,8 +4,9 @@ registry.
 
 The tests share one project (a small valid slice of the real corpus) and run in file order, each
 building on the registry state the previous one left, so that the costly trainings happen once:
-bad data (no training) -> success (both models trained, champion set) -> nothing changed (skipped)
--> failed gate (classifier retrained, champion kept) -> crash (fails cleanly) -> crash then retry.
+bad data (no training) -> promote=approve refused (dag.test cannot wait for a person) -> success (both
+models trained, champion set; promote=auto skips the approval, nothing waits) -> nothing changed
+(skipped) -> failed gate (classifier retrained, champion kept) -> crash (fails cleanly) -> crash then retry.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import ClassVar
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"profile": "tiny", "data_revision": "v1"}
+# Every run names its promote mode: dag.test() runs tasks in this process, where a run's conf values
+# stay in the DAG's Param objects for the next run (Airflow's process_params updates them in place).
+TINY = {"profile": "tiny", "data_revision": "v1", "promote": "auto"}
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / ".venv-train" / "bin" / "ncbi-retrain").exists(), reason="needs the training env"
@@ -170,12 +173,32 @@ def test_bad_data_fails_validation_and_nothing_trains(repo, dagbag, settings_env
     assert len(failure["failed_tasks"]) == 1  # AirflowFailException: bad data is not retried
 
 
+def test_promote_approve_under_dag_test_fails_at_once_instead_of_waiting(repo, dagbag, settings_env):
+    """dag.test() has no scheduler to time an approval out and no api-server to answer it: a run that
+    would wait for a person forever is refused by its first task, before anything trains."""
+    settings_env()
+    dr, states, summary = run_dag(dagbag, {**TINY, "promote": "approve"})
+    assert str(dr.state) == "failed" and states["pull_data"] == "failed"
+    assert {states[f"{m}.{t}"] for m in ("classifier", "ner") for t in ("train", "approval")} == {
+        "upstream_failed"
+    }
+    from tasks.pipeline.rundir import run_dir
+
+    failure = json.loads((run_dir(dr.run_id) / "failure.json").read_text())
+    assert "promote=approve needs the Airflow stack" in failure["error"]
+    assert versions("classifier") == [] and summary is None
+
+
 def test_success_trains_registers_and_promotes_both(repo, dagbag, settings_env):
+    """promote=auto (the nightly default): the approval task is skipped and nothing waits (dag.test()
+    would wait forever for a task in awaiting_input)."""
     settings_env()
     dr, states, summary = run_dag(dagbag, TINY)
     assert str(dr.state) == "success", states
     for model in ("classifier", "ner"):
         assert states[f"{model}.train"] == "success" and states[f"{model}.promote"] == "success"
+        assert states[f"{model}.approval_request"] == "success" and states[f"{model}.approval"] == "skipped"
+        assert summary["models"][model]["approval"] is None
         assert states[f"{model}.rescore_champion"] == "skipped"  # no champion yet: nothing to re-score
         (v,) = versions(model)
         assert v["aliases"] == ["champion"] and v["gate"] == "passed"
@@ -222,6 +245,7 @@ def test_failed_gate_registers_a_challenger_and_keeps_the_champion(repo, dagbag,
     dr, states, summary = run_dag(dagbag, {**TINY, "models": "classifier", "force": True})
     assert str(dr.state) == "success", states
     assert states["classifier.gate"] == "success" and states["classifier.promote"] == "skipped"
+    assert states["classifier.approval"] == "skipped"
     assert states["ner.train"] == "skipped"
     v1, v2 = versions("classifier")
     assert champion("classifier") == v1["version"] == "1"

@@ -6,6 +6,9 @@
   its own session, wait until the api-server is healthy, stop each process group at the end.
 - `redis_server(...)`: Debian's `redis-server` on 127.0.0.1 with no persistence (the Celery broker).
 - `Rest`: the REST API with a JWT (`/auth/token`), and the waits the tests share.
+- `publish_project(...)` / `retrain_environment(...)`: a git + DVC project with a published data slice,
+  and the variables that point the components at it and at an MLflow server (the `project` and
+  `retrain_env` fixtures of conftest.py; module-scoped stacks call them directly).
 
 Every server binds 127.0.0.1; nothing here serves logs (`--skip-serve-logs` on every component that has it).
 """
@@ -52,6 +55,36 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
             return resp.status, json.loads(raw) if raw else {}
     except urllib.error.HTTPError as exc:
         return exc.code, {"detail": exc.read().decode(errors="replace")}
+
+
+def publish_project(imported_data: Path, base: Path, setenv: Any) -> dict[str, Any]:
+    """A git + DVC project under `base` with the small data slice published to `base/dvc-remote`;
+    `setenv(key, value)` points this process's settings at it (a monkeypatch's: its owner undoes it)."""
+    from dag_helpers import commit_data, make_project
+
+    from tasks.settings import get_settings
+    from tasks.versioning import publish
+
+    repo = base / "repo"
+    make_project(imported_data, repo)
+    setenv("NCBI_RETRAIN_PROJECT_DIR", str(repo))
+    setenv("NCBI_RETRAIN_DVC_REMOTE_URL", str(base / "dvc-remote"))
+    get_settings.cache_clear()
+    version = publish(repo)
+    commit_data(repo, "data v1")
+    return {"repo": repo, "remote": base / "dvc-remote", "data_version": version}
+
+
+def retrain_environment(mlflow_url: str, project: Mapping[str, Any]) -> dict[str, str]:
+    """What the Airflow components need to run `ncbi_retrain` on `project` against an MLflow server."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "NCBI_RETRAIN_PROJECT_DIR": str(project["repo"]),
+        "NCBI_RETRAIN_DVC_REMOTE_URL": str(project["remote"]),
+        "NCBI_RETRAIN_TRAIN_VENV": str(ROOT / ".venv-train"),
+        "NCBI_RETRAIN_GIT_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+        "NCBI_RETRAIN_SCHEDULE": "none",  # only the REST-triggered runs
+    }
 
 
 @dataclass

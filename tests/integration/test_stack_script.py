@@ -95,6 +95,12 @@ def test_make_up_celery_starts_everything_on_loopback_and_down_stops_it(stack_en
         assert "Both DAGs start PAUSED" in out
         assert "Unpausing ncbi_retrain starts its latest scheduled run at once" in out
         assert "with profile tiny" in out and "a manual run waits behind it" in out
+        port = stack_env["NCBI_STACK_AIRFLOW_PORT"]  # how to answer an approval from a shell
+        assert (
+            f"export NCBI_RETRAIN_AIRFLOW_URL=http://127.0.0.1:{port} NCBI_RETRAIN_AIRFLOW_USER=admin" in out
+        )
+        assert f"NCBI_STACK_AIRFLOW_PASSWORD=//p' {state}/secrets.env)" in out
+        assert "ncbi-retrain approve classifier --run RUN_ID" in out
 
         secrets = dict(
             line.split("=", 1) for line in (state / "secrets.env").read_text().splitlines() if "=" in line
@@ -107,6 +113,7 @@ def test_make_up_celery_starts_everything_on_loopback_and_down_stops_it(stack_en
             assert rest.wait_dag(dag_id)["is_paused"] is True
         status, details = rest("GET", "dags/ncbi_retrain/details")
         assert status == 200 and details["params"]["profile"]["value"] == "tiny"  # the stack's choice
+        assert details["params"]["promote"]["value"] == "auto"  # NCBI_RETRAIN_PROMOTE's default
 
         for name, node in (("airflow-worker", "default"), ("airflow-worker-gpu", "gpu")):
             log = state / "logs" / f"{name}.log"
