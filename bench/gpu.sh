@@ -90,7 +90,7 @@ pick_python() {
   echo "$venv/bin/python"
 }
 
-ready() {  # the training path's imports at the pinned versions
+ready() {  # the training path's imports at the pinned versions; prints those versions
   "$PY" - <<'EOF' 2>/dev/null
 import importlib.metadata as md, re, sys
 pins = dict(re.match(r"([\w.-]+)==([\w.]+)", l).groups() for l in open("bench/gpu-overlay.txt")
@@ -99,6 +99,7 @@ bad = [n for n in ("nemo-toolkit", "lightning", "transformers", "megatron-core")
 from nemo.collections.nlp.models import TextClassificationModel, TokenClassificationModel  # noqa: F401
 import pydantic_settings, seqeval, typer  # noqa: F401
 import tasks.training.train  # noqa: F401
+print(" ".join(f"{n} {md.version(n)}" for n in ("nemo-toolkit", "lightning", "transformers", "torch")))
 sys.exit(1 if bad else 0)
 EOF
 }
@@ -113,12 +114,14 @@ run() {
   PY=$(pick_python) || die "no Python with torch (set GPU_PYTHON)"
   export PYTHONPATH=$ROOT
   say "python: $PY ($("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)'))"
-  local stamp
+  local stamp versions
   stamp=$(sha256sum bench/gpu-overlay.txt | cut -c1-16)
-  if ! ready && [[ -f $OVERLAY/.stamp && $(cat "$OVERLAY/.stamp") == "$stamp" ]]; then
-    PYTHONPATH=$OVERLAY:$ROOT ready && export PYTHONPATH=$OVERLAY:$ROOT  # installed by an earlier run
+  versions=$(ready) || versions=
+  if [[ -z $versions && -f $OVERLAY/.stamp && $(cat "$OVERLAY/.stamp") == "$stamp" ]]; then
+    # installed by an earlier run
+    if versions=$(PYTHONPATH=$OVERLAY:$ROOT ready); then export PYTHONPATH=$OVERLAY:$ROOT; else versions=; fi
   fi
-  if ! ready; then
+  if [[ -z $versions ]]; then
     local from=(--no-index --find-links "$CARRY/wheels") where="$CARRY/wheels"
     [[ -d $CARRY/wheels ]] || { from=(); where=PyPI; }  # no carried wheels: PyPI
     say "installing bench/gpu-overlay.txt into $OVERLAY from $where ..."
@@ -127,10 +130,10 @@ run() {
       "${from[@]}" -r bench/gpu-overlay.txt || die "could not install bench/gpu-overlay.txt"
     echo "$stamp" >"$OVERLAY/.stamp"
     export PYTHONPATH=$OVERLAY:$ROOT
-    ready || { "$PY" -c 'from nemo.collections.nlp.models import TextClassificationModel' || true
+    versions=$(ready) || { "$PY" -c 'from nemo.collections.nlp.models import TextClassificationModel' || true
       die "NeMo's NLP models still do not import with $OVERLAY"; }
   fi
-  say "NeMo ready ($("$PY" -c 'import nemo, lightning, transformers; print("nemo", nemo.__version__, "lightning", lightning.__version__, "transformers", transformers.__version__)'))"
+  say "ready: $versions"
   # The whole release: the test fixtures' slice is too small to score (one test abstract).
   src=$(release_dir) || die "no NCBI release in NCBI_SHARED_DATA, $CARRY, ../shared/data or shared/data"
   local args=(--pubtator "$src/ncbi_disease/original" --iob "$src/ncbi_disease/iob" --mesh "$src/mesh/2017MeshTree.txt")

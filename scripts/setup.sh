@@ -4,8 +4,8 @@
 #   .venv-train  the `train` extra + the dev group (torch from the local CPU wheel, NeMo, MLflow)
 # Two envs because the pins conflict: NeMo 2.4.1's lightning needs packaging<25, Airflow 3.3 needs >=25.
 #
-# Installer: uv (default; 3-4x faster than pip: docs/setup.md has the measurements), bootstrapped into
-# .venv-tools with pip when `uv` is not on PATH; pip with SETUP_INSTALLER=pip, and as the fallback when
+# Installer: uv (default; 3-4x faster than pip: docs/setup.md has the measurements), installed into
+# .tools with pip when no uv 0.13 is on PATH; pip with SETUP_INSTALLER=pip, and as the fallback when
 # uv cannot be installed. uv does not read pip's config, so what it needs from it is passed explicitly:
 # the find-links folder holding the CPU torch wheel, the constraint file and the CA bundle.
 set -euo pipefail
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 INSTALLER=${SETUP_INSTALLER:-uv}
 UV_SPEC='uv>=0.13,<0.14'
-TOOLS=.venv-tools
+TOOLS=.tools
 stamp_of() { sha256sum pyproject.toml | cut -c1-16; }
-say() { echo "setup: $*"; }
+started=$SECONDS
+say() { echo "setup: [$((SECONDS - started))s] $*"; }
 die() { echo "setup: $*" >&2; exit 1; }
 
 pip_conf() {  # pip_conf KEY: pip's own setting (environment first, then its config files), or nothing
@@ -37,18 +38,23 @@ torch_wheel() {
   return 1
 }
 
-uv_bin() {  # the uv to use: on PATH, in .venv-tools, or installed there now with pip
+uv_bin() {  # the uv to use: on PATH, in .tools, or installed there now with pip (--target: no venv)
   if command -v uv >/dev/null && [[ $(uv --version) =~ ^uv\ 0\.13\. ]]; then command -v uv; return; fi
   if [[ ! -x $TOOLS/bin/uv ]]; then
     say "installing $UV_SPEC into $TOOLS with pip ..." >&2
     local out
-    if ! out=$({ [[ -x $TOOLS/bin/python ]] || "$PYTHON" -m venv "$TOOLS"; } 2>&1 &&
-      "$TOOLS/bin/pip" install -q --disable-pip-version-check "$UV_SPEC" 2>&1); then
+    if ! out=$("$PYTHON" -m pip install -q --disable-pip-version-check --target "$TOOLS" "$UV_SPEC" 2>&1); then
       echo "$out" >&2
       return 1
     fi
   fi
   echo "$TOOLS/bin/uv"
+}
+
+check() {  # check DIR COMMAND...: the dependency check, its report shown only when it fails
+  local dir=$1 out
+  shift
+  out=$("$@" 2>&1) || { echo "$out" >&2; die "$dir has broken requirements (above)"; }
 }
 
 up_to_date() { [[ -f $1/.ncbi-retrain-setup && $(cat "$1/.ncbi-retrain-setup") == "$(stamp_of)" ]]; }
@@ -57,7 +63,7 @@ uv_env() {  # uv_env DIR EXTRA [uv pip install options...]
   local dir=$1 extra=$2; shift 2
   [[ -x $dir/bin/python ]] || "$UV" venv -q --seed --python "$PYTHON" "$dir"
   "$UV" pip install -q --python "$dir/bin/python" "${UV_COMMON[@]}" "$@" -e ".[$extra]" --group dev
-  "$UV" pip check -q --python "$dir/bin/python"
+  check "$dir" "$UV" pip check --python "$dir/bin/python"
 }
 
 pip_env() {  # pip_env DIR EXTRA [pre-install...]
@@ -68,7 +74,7 @@ pip_env() {  # pip_env DIR EXTRA [pre-install...]
   "$dir/bin/pip" install -q -e ".[$extra]" --group dev
   # PyPI's torchvision does not import beside the CPU torch; NeMo runs without it.
   "$dir/bin/pip" uninstall -q -y torchvision 2>/dev/null || true
-  "$dir/bin/pip" check -q >/dev/null
+  check "$dir" "$dir/bin/pip" check
 }
 
 [[ $INSTALLER == uv || $INSTALLER == pip ]] || die "SETUP_INSTALLER must be uv or pip (got '$INSTALLER')"
