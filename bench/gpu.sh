@@ -109,7 +109,7 @@ run() {
   [[ -n ${DRY_RUN:-} ]] && dry=(--dry-run)
   mkdir -p "$RESULTS"
   exec > >(tee "$RESULTS/gpu.log") 2>&1
-  say "start on $(hostname) ($(nproc) cores)${DRY_RUN:+, dry run on the CPU}"
+  say "start on ${HOSTNAME:-this machine} ($(nproc) cores)${DRY_RUN:+, dry run on the CPU}"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   PY=$(pick_python) || die "no Python with torch (set GPU_PYTHON)"
   export PYTHONPATH=$ROOT
