@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup:  ## Create .venv (orchestration) and .venv-train (training); idempotent
+setup:  ## Create .venv (orchestration) and .venv-train (training) with uv; idempotent (docs/setup.md)
 	@bash scripts/setup.sh
 
 demo: setup  ## The main job: import, publish, run the ncbi_retrain DAG (PROFILE=cpu|tiny), print results

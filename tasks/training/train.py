@@ -240,8 +240,12 @@ def train(
     overrides: list[str] | None = None,
     data_version: str | None = None,
     use_mlflow: bool = True,
+    callbacks: tuple[Callback, ...] = (),
 ) -> dict[str, Any]:
-    """Train, score the test split, save everything into `out`, log to MLflow; returns the --json document."""
+    """Train, score the test split, save everything into `out`, log to MLflow; returns the --json document.
+
+    `callbacks`: extra Lightning callbacks for the fit (bench/gpu_train.py measures throughput with one).
+    """
     from tasks.provenance import git_commit
     from tasks.training.encoders import resolve_encoder
     from tasks.training.versions import resolve_data_version
@@ -283,7 +287,7 @@ def train(
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(filled).items()})
         every = int(cfg.trainer.log_every_n_steps)
         progress = _Progress(task, splits["dev"], every, use_mlflow)
-        trainer, model, ocfg = build_model(task, filled, callbacks=[progress])
+        trainer, model, ocfg = build_model(task, filled, callbacks=[progress, *callbacks])
         (stage / "config.yaml").write_text(OmegaConf.to_yaml(ocfg, resolve=True), encoding="utf-8")
         log.info(
             "training %s (%s profile) on %d examples, %d epochs",
