@@ -1,7 +1,7 @@
 """The approval step (promote=approve) without Airflow: reading the HITL operator's answer, the request the
 approver sees, the promote step acting on approve / reject / timeout on a real MLflow SQLite store, the run
 summary, and the `approve` command's errors when Airflow cannot be asked (the REST path itself runs against
-the real api-server in tests/integration/test_approval.py)."""
+the real api-server in tests/integration/test_approval_stack.py)."""
 
 from __future__ import annotations
 
