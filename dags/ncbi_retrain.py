@@ -54,6 +54,7 @@ from ncbi_common import (
     CHAMPION_ASSETS,
     DAG_TEST_USER,
     DEFAULT_PROFILE,
+    MAX_ACTIVE_RUNS,
     MODELS,
     RESCORE_TIMEOUT,
     SCHEDULE,
@@ -94,7 +95,7 @@ def _run_id() -> str:
     schedule=SCHEDULE,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_ACTIVE_RUNS,  # NCBI_RETRAIN_MAX_ACTIVE_RUNS, default 1
     doc_md=__doc__,
     tags=["ncbi-disease", "training", "mlops"],
     default_args=default_args(on_failure_callback=task_failed),

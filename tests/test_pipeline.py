@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -198,8 +199,9 @@ def test_local_script_runs_the_venv_cli_with_the_env_and_ends_with_its_json_line
         f"exit {code}\n"
     )
     cli.chmod(0o755)
+    r = tmp_path / "r"
     job = JobSpec(
-        name="train-ner", argv=["train", "ner", "model.x='a b'"], env={"A": "1; rm -rf /"}, out_dir="/r"
+        name="train-ner", argv=["train", "ner", "model.x='a b'"], env={"A": "1; rm -rf /"}, out_dir=str(r)
     )
     run = subprocess.run(
         ["bash", "-c", bash_script(job, 2, tmp_path / "venv")],
@@ -210,7 +212,89 @@ def test_local_script_runs_the_venv_cli_with_the_env_and_ends_with_its_json_line
     )
     assert run.returncode == code
     last = json.loads(run.stdout.strip().splitlines()[-1])
-    assert last == {"argv": "train ner model.x='a b' --out /r/try-2", "A": "1; rm -rf /"}  # quoted, never run
+    assert last == {
+        "argv": f"train ner model.x='a b' --out {r}/try-2",
+        "A": "1; rm -rf /",
+    }  # quoted, never run
+
+
+def _slow_cli(venv: Path, log: Path) -> None:
+    """A stand-in for the training env's CLI that notes when it starts and ends, and takes a moment."""
+    cli = venv / "bin" / "ncbi-retrain"
+    cli.parent.mkdir(parents=True)
+    cli.write_text(f'#!/bin/bash\necho "start $*" >> {log}\nsleep 2\necho "end $*" >> {log}\necho {{}}\n')
+    cli.chmod(0o755)
+
+
+def test_a_try_waits_until_the_earlier_trys_job_has_ended(tmp_path):
+    """After a scheduler crash Airflow starts the next try while the reset try's job may still run: the
+    next try's job starts only when the earlier one has ended, and the log says why it waited."""
+    import subprocess
+    import time
+
+    from tasks.pipeline.jobs import bash_script
+    from tasks.vocab import JobSpec
+
+    log = tmp_path / "calls.log"
+    _slow_cli(tmp_path / "venv", log)
+    job = JobSpec(name="train-ner", argv=["train", "ner"], env={}, out_dir=str(tmp_path / "run" / "ner"))
+
+    def start(try_number: int) -> subprocess.Popen:
+        script = bash_script(job, try_number, tmp_path / "venv")
+        return subprocess.Popen(
+            ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    first = start(1)
+    end = time.monotonic() + 60
+    while not (log.exists() and log.read_text()):  # the first try's job is running
+        assert first.poll() is None and time.monotonic() < end, first.communicate()
+        time.sleep(0.05)
+    second = start(2)
+    out2, _ = second.communicate(timeout=60)
+    out1, _ = first.communicate(timeout=60)
+    assert first.returncode == second.returncode == 0, (out1, out2)
+    out = str(tmp_path / "run" / "ner")
+    assert log.read_text().splitlines() == [
+        f"start train ner --out {out}/try-1",
+        f"end train ner --out {out}/try-1",
+        f"start train ner --out {out}/try-2",
+        f"end train ner --out {out}/try-2",
+    ]
+    assert f"train-ner, try 2: waiting for an earlier try's job to end (it holds {out}/.job.lock)" in out2
+
+
+def test_a_try_gives_up_on_an_earlier_job_that_does_not_end(tmp_path, monkeypatch):
+    """An earlier try's job that outlives the wait: the try exits 75 (retried later) naming the lock, and
+    never runs its job beside it."""
+    import fcntl
+    import subprocess
+
+    from tasks.pipeline import jobs
+    from tasks.vocab import JobSpec
+
+    monkeypatch.setattr(jobs, "TRY_LOCK_WAIT_S", 1)
+    log = tmp_path / "calls.log"
+    _slow_cli(tmp_path / "venv", log)
+    out = tmp_path / "run" / "ner"
+    out.mkdir(parents=True)
+    job = JobSpec(name="train-ner", argv=["train", "ner"], env={}, out_dir=str(out))
+    with (out / ".job.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # an earlier try's job, still running
+        run = subprocess.run(
+            ["bash", "-c", jobs.bash_script(job, 2, tmp_path / "venv")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 75, run.stdout
+    assert run.stdout.strip().splitlines()[-1] == (
+        f"train-ner, try 2: an earlier try's job still holds {out}/.job.lock after 1 s; "
+        "not starting beside it (exit 75: retry later)"
+    )
+    assert not log.exists()
 
 
 @pytest.mark.parametrize(

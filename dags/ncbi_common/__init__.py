@@ -37,6 +37,18 @@ RESCORE_TIMEOUT = timedelta(hours=2)
 DAG_TEST_USER = "dag_test"
 
 
+def _at_least_one(name: str, default: str) -> int:
+    raw = os.environ.get(name, default)
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+# ncbi_retrain runs at once: each run reads its own materialised data folder, and the gpu pool still
+# bounds the training jobs, so raising it overlaps data steps, gates and registration, not training.
+MAX_ACTIVE_RUNS = _at_least_one("NCBI_RETRAIN_MAX_ACTIVE_RUNS", "1")
+
+
 def default_args(**overrides: Any) -> dict[str, Any]:
     """Owner, retries with exponential backoff and a one-hour timeout; `overrides` win."""
     return {

@@ -6,6 +6,8 @@ inside the command body, so `--help` and the orchestration env stay fast and NeM
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 
 import click
@@ -74,5 +76,31 @@ def run(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: a BaseException, so library code that catches Exception does not swallow it."""
+
+
+_terminating = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _terminating
+    if _terminating:  # the cleanup is under way: a second SIGTERM must not cut it short (SIGKILL still can)
+        return
+    _terminating = True
+    raise Terminated
+
+
 def main() -> None:
-    sys.exit(run())
+    # The orchestrator stops a job with SIGTERM (Airflow's on_kill when its try was reset, timed out or marked
+    # failed; `docker stop`; a deleted pod). Unwinding lets `train` end its MLflow run FAILED and remove its
+    # partial output, and the exit says so. Without this, Python dies mid-step outside `fit` (the MLflow run
+    # stays RUNNING forever), and inside `fit` Lightning turns SIGTERM into a SystemExit with exit code 0.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = run()
+    except Terminated:
+        with contextlib.suppress(OSError):  # stderr may be a pipe nobody reads any more
+            print("error: stopped by SIGTERM before it finished", file=sys.stderr)
+        code = 128 + signal.SIGTERM
+    sys.exit(code)

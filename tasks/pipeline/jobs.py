@@ -22,6 +22,7 @@ from tasks.pipeline.rundir import run_dir
 from tasks.settings import Settings, get_settings
 from tasks.vocab import DataRef, JobSpec, Model, RunParams
 
+TRY_LOCK_WAIT_S = 900  # how long a try waits for an earlier try's job of the same task (bash_script)
 RESULT_FILE_ENV = "NCBI_RETRAIN_RESULT_FILE"  # the CLI also writes its --json object there
 K8S_RESULT_FILE = "/airflow/xcom/return.json"  # what the KubernetesPodOperator's XCom sidecar reads
 # The worker's variables a training container also gets (credentials among them: they never go into
@@ -140,16 +141,38 @@ def bash_script(job: JobSpec, try_number: int, venv: Path) -> str:
 
     stderr (the job's progress) streams into the task log; stdout is held in a file and printed when the
     job ends, so the `--json` line is the last line the BashOperator pushes even when a library writes to
-    stderr while the interpreter exits."""
+    stderr while the interpreter exits.
+
+    A job with tries (`out_dir`) first takes the lock `<out_dir>/.job.lock` (util-linux `flock`): after a
+    scheduler crash Airflow resets the running try and starts the next one at once, while the reset try's
+    job may still run until its supervisor learns of the reset at its next heartbeat (it may even finish).
+    The job inherits the locked descriptor, so the lock lasts exactly as long as the job, even when this
+    shell is killed: the next try waits for it (up to TRY_LOCK_WAIT_S, then exits 75 to be retried) instead
+    of training beside it on the same GPU."""
+    q = shlex.quote
     cli = Path(venv) / "bin" / "ncbi-retrain"
     missing = f"training env not found: {cli} does not exist (run make setup or set NCBI_RETRAIN_TRAIN_VENV)"
     lines = [f"# {job.name}, try {try_number}, in the training env {venv}"]
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(job.env.items())]
+    lines += [f"export {k}={q(v)}" for k, v in sorted(job.env.items())]
     lines += [
-        f"export VIRTUAL_ENV={shlex.quote(str(venv))}",
+        f"export VIRTUAL_ENV={q(str(venv))}",
         'export PATH="$VIRTUAL_ENV/bin:$PATH"',
         "unset PYTHONHOME",
-        f"[ -x {shlex.quote(str(cli))} ] || {{ echo {shlex.quote(missing)} >&2; exit 127; }}",
+        f"[ -x {q(str(cli))} ] || {{ echo {q(missing)} >&2; exit 127; }}",
+    ]
+    if job.out_dir is not None:
+        lock = f"{job.out_dir}/.job.lock"
+        waiting = f"{job.name}, try {try_number}: waiting for an earlier try's job to end (it holds {lock})"
+        busy = (
+            f"{job.name}, try {try_number}: an earlier try's job still holds {lock} after "
+            f"{TRY_LOCK_WAIT_S} s; not starting beside it (exit 75: retry later)"
+        )
+        lines += [
+            f"mkdir -p {q(job.out_dir)} && exec 9>>{q(lock)}",
+            f"flock -n 9 || {{ echo {q(waiting)} >&2; flock -w {TRY_LOCK_WAIT_S} 9 || "
+            f"{{ echo {q(busy)} >&2; exit 75; }}; }}",
+        ]
+    lines += [
         "out=$(mktemp) && trap 'rm -f \"$out\"' EXIT",
         shlex.join([str(cli), *job.argv_for(try_number)]) + ' >"$out"',
         "rc=$?",

@@ -225,7 +225,9 @@ def test_local_bash_operator_runs_the_job_and_returns_its_json_line(settings_env
     record = plan_record(settings)
     dag, op = build(settings, record)
     context = render(dag, op, record, try_number=1)
-    assert f"--out {record['job']['out_dir']}/try-1 >" in op.bash_command
+    cli = str(venv / "bin" / "ncbi-retrain")
+    call = next(line for line in op.bash_command.splitlines() if line.startswith(cli))
+    assert call.endswith(f'--out {record["job"]["out_dir"]}/try-1 >"$out"')  # stdout printed last
     output = op.execute(context)  # the BashOperator's return value is its XCom: the last line
     assert json.loads(output) == {
         "run_id": "r-manual__1",

@@ -3,7 +3,7 @@ helpers below) live in tests/servers.py, shared with the fault tier; tests/conft
 
 - `project`: a git + DVC project with a published slice of the corpus; `retrain_env`: the variables that
   point Airflow's components at it and at `mlflow_server` (the DAG runs' tests). The components
-  themselves are started by stack_helpers.py.
+  themselves are started by tests/stack_helpers.py (shared with the fault tier).
 """
 
 from __future__ import annotations

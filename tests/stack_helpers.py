@@ -1,9 +1,11 @@
-"""Airflow's real components for the integration tests, started and stopped by PID.
+"""Airflow's real components for the integration and fault tiers, started and stopped by PID (shared: a
+plain module in tests/, which is on sys.path for every tier).
 
 - `airflow_env(...)`: the environment every component shares (PostgreSQL metadata DB, simple auth
   manager with a generated admin password, this repository's `dags/`, an Airflow home in a tmp folder).
 - `running(...)`: start components (`airflow api-server`, `scheduler --skip-serve-logs`, ...) each in
-  its own session, wait until the api-server is healthy, stop each process group at the end.
+  its own session, wait until the api-server is healthy, stop each process group at the end;
+  `start(...)` / `stop(...)` for one component that a test kills and starts again (the scheduler).
 - `redis_server(...)`: Debian's `redis-server` on 127.0.0.1 with no persistence (the Celery broker).
 - `Rest`: the REST API with a JWT (`/auth/token`), and the waits the tests share.
 - `publish_project(...)` / `retrain_environment(...)`: a git + DVC project with a published data slice,
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -192,7 +194,20 @@ class Running:
         return out
 
 
-def _stop(procs: Mapping[str, subprocess.Popen]) -> None:
+def start(stack: AirflowEnv, comp: Component, log: Path) -> subprocess.Popen:
+    """Start one component in its own session (its process group id is its PID), output into `log`."""
+    argv = [str(BIN / "airflow"), *comp.args] if comp.airflow else list(comp.args)
+    with log.open("w") as out:
+        return subprocess.Popen(
+            argv,
+            env={**stack.env, **(comp.env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(procs: Mapping[str, subprocess.Popen]) -> None:
     """TERM each process group (its leader's PID), wait, then KILL what is left."""
     for p in procs.values():
         with contextlib.suppress(ProcessLookupError):
@@ -216,15 +231,7 @@ def running(
     try:
         for name, comp in components.items():
             logs[name] = logs_dir / f"{name}.log"
-            argv = [str(BIN / "airflow"), *comp.args] if comp.airflow else list(comp.args)
-            with logs[name].open("w") as out:
-                procs[name] = subprocess.Popen(
-                    argv,
-                    env={**stack.env, **(comp.env or {})},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            procs[name] = start(stack, comp, logs[name])
         live = Running(procs, logs)
         if any(c.args[:1] == ["api-server"] for c in components.values()):
             end = time.monotonic() + health_s
@@ -240,7 +247,7 @@ def running(
                 time.sleep(1)
         yield live
     finally:
-        _stop(procs)
+        stop(procs)
 
 
 @contextlib.contextmanager
@@ -273,7 +280,7 @@ def redis_server(base: Path) -> Iterator[str]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop({"redis": proc})
+        stop({"redis": proc})
 
 
 class Rest:
