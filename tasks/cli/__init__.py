@@ -45,9 +45,9 @@ def _root(
     """Keep the NCBI-disease classifier and NER tagger fresh."""
 
 
-from tasks.cli import data, registry, training, validate, webhooks  # noqa: E402  (they add commands)
+from tasks.cli import data, evolve, registry, training, validate, webhooks  # noqa: E402  (they add commands)
 
-for _group in (data, validate, training, registry, webhooks):
+for _group in (data, validate, training, registry, webhooks, evolve):
     _group.register(app)
 
 
