@@ -38,7 +38,8 @@ def test_identical_versions_have_no_drift(base: Path):
     assert not any(s["changed"] for s in doc["splits"].values())
     assert doc["warnings"] == []
     assert doc["splits"]["train"]["vocabulary"]["jaccard"] == 1.0
-    assert doc["splits"]["train"]["pmids"] == {"added": 0, "removed": 0, "added_sample": [], "removed_sample": []}
+    pmids = doc["splits"]["train"]["pmids"]
+    assert pmids == {"added": 0, "removed": 0, "added_sample": [], "removed_sample": []}
 
 
 def test_added_documents_show_in_counts_shares_density_vocabulary_and_pmids(base: Path, tmp_path: Path):
@@ -92,7 +93,8 @@ def test_test_oov_rate_follows_the_train_vocabulary(base: Path, tmp_path: Path):
 
 def test_reports_render_every_split_and_the_warnings(base: Path, tmp_path: Path):
     changed = dict(BASE, test=[*BASE["test"], ("7", "Gliomas .", 0, "B O")])
-    doc = drift(base, write(tmp_path / "new", changed), reference={"data_version": "a.dir", "why": "champion"})
+    reference = {"data_version": "a.dir", "why": "champion"}
+    doc = drift(base, write(tmp_path / "new", changed), reference=reference)
     md = to_markdown(doc)
     assert md.startswith("## Data drift\n") and "From `a.dir` (champion)" in md
     assert "| test | yes | 2 → 3 (+1) |" in md and "| dev | no | 1 |" in md

@@ -161,7 +161,7 @@ def test_add_noise_passes_validation_and_updates_the_manifest(data_copy: Path):
 
 def test_add_noise_without_a_manifest_leaves_the_folder_alone(tmp_path: Path):
     (tmp_path / "d").mkdir()
-    with pytest.raises(UsageError, match="MANIFEST.json"):
+    with pytest.raises(UsageError, match=r"MANIFEST\.json"):
         add_noise(tmp_path / "d", span_fraction=0.3, label_fraction=0.3, seed=1)
     assert list((tmp_path / "d").iterdir()) == []
 

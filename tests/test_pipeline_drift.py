@@ -65,11 +65,12 @@ def champion_on(version: str, model: str = "classifier") -> str:
 
 def test_without_a_champion_the_previous_version_is_the_reference(project, tmp_path: Path):
     data = run_data(project, tmp_path)
-    refs, notes = references(data, project.repo)
+    refs, _ = references(data, project.repo)
     assert [r["data_version"] for r in refs] == [project.v1] and refs[0]["why"] == PREVIOUS
-    assert refs[0]["models"] == ["classifier", "ner"] and refs[0]["commit"] == git(
-        project.repo, "rev-parse", "HEAD~1"
-    ).strip()
+    assert (
+        refs[0]["models"] == ["classifier", "ner"]
+        and refs[0]["commit"] == git(project.repo, "rev-parse", "HEAD~1").strip()
+    )
     path = run_drift(data, "manual__drift")
     doc = json.loads(path.read_text())
     (comparison,) = doc["comparisons"]
