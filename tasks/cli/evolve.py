@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 when v3 was refused and no champion moved, 1 when that did not happen.
         """
+        import logging
+
         from tasks.evolve.loop import Loop, run_loop, verdict
         from tasks.settings import get_settings
         from tasks.vocab import Profile
@@ -76,6 +78,7 @@ def register(app: typer.Typer) -> None:
             sample=sample,
             policy=policy,
         )
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store set-up chatter; the DAG logs all
         typer.echo(f"evolve loop, profile {chosen.value}, in {loop.root}")
         ok, _ = verdict(run_loop(loop, echo=typer.echo))
         typer.echo(f"results: {loop.root / 'evolve.md'} and evolve.json")

@@ -171,12 +171,10 @@ def prepare(loop: Loop) -> None:
     repo = loop.repo
     repo.mkdir(parents=True)
     _git(repo, "init", "-q", "-b", "main")
-    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], cwd=repo, check=True)
-    subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "remote", "add", "-d", "local", str(root / "dvc-remote")],
-        cwd=repo,
-        check=True,
-    )
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "-q"], cwd=repo, check=True)
+    remote = [dvc, "remote", "add", "-d", "local", str(root / "dvc-remote")]
+    subprocess.run(remote, cwd=repo, check=True, capture_output=True)
     (repo / ".gitignore").write_text("/runs/\n/mlruns/\n")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "scratch project of the evolve loop")
@@ -237,7 +235,7 @@ def reproduces_release(loop: Loop, sources: Any, data: Path) -> list[str]:
     return [
         "v2 = v1 + data add reproduces the release: tc3 of every split and ner3 dev/test "
         f"byte-identical to a direct import, ner3 train the same {len(same)} sentences "
-        "(the added documents' follow v1's)"
+        "(the added documents' sentences follow v1's)"
     ]
 
 
@@ -331,6 +329,10 @@ def _f1(value: float | None, ci: tuple[float, float] | None, signed: bool = Fals
     return fmt.format(value) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
 
 
+def _v(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
 def version_table(v: VersionOutcome) -> str:
     """One version's Markdown table: F1 with 95% CIs, the champion on the same test split, the gate."""
     rows = [
@@ -340,9 +342,9 @@ def version_table(v: VersionOutcome) -> str:
     for name, m in v.models.items():
         moved = m.champion_before != m.champion_after
         champion = (
-            f"v{m.champion_before or '-'} → **v{m.champion_after}**"
+            f"{_v(m.champion_before)} → **{_v(m.champion_after)}**"
             if moved
-            else f"v{m.champion_after} (kept)"
+            else f"{_v(m.champion_after)} (kept)"
         )
         rows.append(
             f"| {name} ({m.metric or '-'}) | {_f1(m.value, m.ci)} | {_f1(m.champion_value, m.champion_ci)} | "
