@@ -423,6 +423,7 @@ def _child_env(loop: Loop) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("NCBI_RETRAIN_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING_"))
+        or k == "NCBI_RETRAIN_GIT_COMMIT"  # the code version, where there is no .git: not a location
     }
     return {**keep, **loop.settings_env(), "NCBI_RETRAIN_RETRY_DELAY_S": "5"}
 
