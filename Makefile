@@ -18,6 +18,9 @@ setup:  ## Create .venv (orchestration) and .venv-train (training) with uv; idem
 demo: setup  ## The main job: import, publish, run the ncbi_retrain DAG (PROFILE=cpu|tiny), print results
 	@bash scripts/demo.sh $(PROFILE)
 
+evolve: setup  ## Data that grows: v1 (half of train) -> v2 (+ data add) -> v3 (noise, refused); PROFILE=tiny|cpu
+	@.venv/bin/ncbi-retrain evolve --profile $(PROFILE)
+
 test: setup  ## Run every test tier (both environments)
 	@bash scripts/test.sh
 
@@ -33,4 +36,4 @@ down:  ## Stop the stack started by `make up`
 bench: setup  ## Training throughput: ncbi-retrain train vs NeMo driven directly
 	@.venv-train/bin/python bench/train_throughput.py
 
-.PHONY: help setup demo test lint up down bench
+.PHONY: help setup demo evolve test lint up down bench

@@ -135,6 +135,10 @@ def render_report(
         lines.append(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} | {numbers} |")
     for title, name in plots:
         lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    if decision.drift:
+        from tasks.drift import to_markdown
+
+        lines += ["", to_markdown(decision.drift).rstrip("\n")]
     report = out_dir / f"{stem}.md"
     report.write_text("\n".join(lines) + "\n")
     files.append(report)

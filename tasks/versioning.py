@@ -238,6 +238,29 @@ def materialize(
     return Materialized(str(dest), version, rev, commit, len(entries), linked, False)
 
 
+def published_versions(repo: Path, rev: str | None = None) -> list[tuple[str, str]]:
+    """(commit, data version) of each commit that changed `data.dvc`, newest first: those reachable from
+    git revision REV, or from every ref when REV is None. Reads git only (what a drift report needs to
+    find an earlier version, or the commit recording a champion's version, to materialise it)."""
+    repo = Path(repo).resolve()
+    commits = _resolve_commit(repo, rev) if rev else "--all"
+    proc = subprocess.run(
+        ["git", "log", "--format=%H", commits, "--", DVC_FILE],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise UsageError(f"{repo}: git log of {DVC_FILE} failed ({proc.stderr.strip()}).")
+    out = []
+    for commit in proc.stdout.split():
+        text = _git_show(repo, commit, DVC_FILE, commit)
+        out.append((commit, _read_dvc_file(text, f"{commit[:12]}:{DVC_FILE}")["md5"]))
+    return out
+
+
 def discard(path: Path) -> None:
     """Remove a materialised folder (its folders are read-only, so `shutil.rmtree` alone fails)."""
     path = Path(path)

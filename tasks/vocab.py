@@ -341,6 +341,8 @@ class GateDecision(BaseModel):
     confusion_matrix: list[list[int]] | None = None
     per_class_f1: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     bootstrap_diffs: list[float] = Field(default_factory=list, repr=False)
+    # The data drift from the champion's data version to the candidate's (`tasks.drift`), when known.
+    drift: dict[str, Any] | None = Field(None, repr=False)
 
     @computed_field
     @property
@@ -404,6 +406,7 @@ class ValidationResult(Record):
     valid: bool
     summary: str
     report: str
+    drift: str | None = None  # drift.json against the champions' (or the previous) data version
 
 
 class JobSpec(Record):

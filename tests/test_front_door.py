@@ -69,6 +69,11 @@ ORCHESTRATION = {
         unchanged=("{repo}",),
     ),
     "version-broken-dvc-file": Case(("data", "version", "--repo", "{bad_repo}"), "data.dvc", 1),
+    "drift-missing-dir": Case(("data", "drift", "{data}", "{tmp}/nope", "--out", "{out}"), "{tmp}/nope", 2),
+    "evolve-missing-release": Case(
+        ("evolve", "--profile", "tiny", "--dir", "{out}", "--release", "{tmp}/nope"), "{tmp}/nope", 2
+    ),
+    "evolve-unknown-profile": Case(("evolve", "--profile", "huge", "--dir", "{out}"), "huge", 2),
     "validate-missing-dir": Case(("validate", "{tmp}/nope", "--report", "{out}"), "{tmp}/nope", 2),
     "gate-unknown-model": Case(
         ("gate", "regressor", "--candidate", "{tmp}/c.json", "--champion", "none", "--out", "{out}"),

@@ -47,9 +47,9 @@ def _root(
     """Keep the NCBI-disease classifier and NER tagger fresh."""
 
 
-from tasks.cli import approval, data, registry, training, validate, webhooks  # noqa: E402  (they add commands)
+from tasks.cli import approval, data, evolve, registry, training, validate, webhooks  # noqa: E402  (they add commands)
 
-for _group in (data, validate, training, registry, webhooks, approval):
+for _group in (data, validate, training, registry, webhooks, approval, evolve):
     _group.register(app)
 
 

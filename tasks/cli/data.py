@@ -247,6 +247,34 @@ def materialize(
     _emit(as_json, m.to_dict(), [f"{line}: {m.files} files, {how}"])
 
 
+@data_app.command("drift")
+def drift(
+    old: Path = typer.Argument(..., metavar="OLD", help="The earlier data directory (the reference)."),
+    new: Path = typer.Argument(..., metavar="NEW", help="The later data directory."),
+    out: Path = typer.Option(None, "--out", help="Also write the drift as Markdown to this file."),
+    as_json: bool = _JSON,
+) -> None:
+    """What changed from OLD to NEW, per split: counts, class balance, entities per sentence, vocabulary
+    overlap, added and removed PMIDs; warns when the test split changed.
+
+    Two versions side by side: `ncbi-retrain data materialize --rev v1 --out /tmp/v1` (and v2), then
+    `ncbi-retrain data drift /tmp/v1 /tmp/v2`. The DAG's validate step writes the same against the
+    champions' data version (runs/<run id>/validation/drift.md), and each gate report shows it.
+    """
+    from tasks.drift import drift as compare_dirs
+    from tasks.drift import summary_lines, to_markdown
+    from tasks.errors import UsageError
+    from tasks.files import atomic_write_text
+
+    for path in (old, new):
+        if not (path / "tc3").is_dir() and not (path / "ner3").is_dir():
+            raise UsageError(f"{path}: not a data directory (no tc3/ or ner3/ folder).")
+    doc = compare_dirs(old, new, reference={"path": str(old)}, current={"path": str(new)})
+    if out is not None:
+        atomic_write_text(out, to_markdown(doc, heading="#"))
+    _emit(as_json, doc, summary_lines(doc))
+
+
 @data_app.command("version")
 def version(repo: Path = _REPO, as_json: bool = _JSON) -> None:
     """Print the data version (md5 in data.dvc), or `none` when nothing is tracked yet."""

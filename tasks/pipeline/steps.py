@@ -17,6 +17,7 @@ from typing import Any
 from tasks.errors import DataError
 from tasks.files import atomic_write_json
 from tasks.pipeline import jobs
+from tasks.pipeline.datadrift import drift_for, run_drift
 from tasks.pipeline.rundir import code_version, run_dir
 from tasks.settings import get_settings
 from tasks.vocab import (
@@ -77,7 +78,10 @@ def validate_data(data: DataRef, dag_run_id: str) -> ValidationResult:
             f"report: {report_path}"
         )
     log.info("validation passed: %s", summary)
-    return ValidationResult(valid=True, summary=summary, report=str(report_path))
+    drift = run_drift(data, dag_run_id)  # against the champions' data, else the previous version
+    return ValidationResult(
+        valid=True, summary=summary, report=str(report_path), drift=None if drift is None else str(drift)
+    )
 
 
 def plan_training(model: Model | str, options: RunParams, data: DataRef, dag_run_id: str) -> Plan:
@@ -210,6 +214,7 @@ def gate(
     candidate = load_metrics(Path(trained.metrics_file))
     reference = load_metrics(Path(champion_file)) if champion_file else None
     decision = decide(model.value, candidate, reference, profile, policy=policy)
+    decision = decision.model_copy(update={"drift": drift_for(model, dag_run_id)})  # the report's section
     path = write_decision(decision, run_dir(dag_run_id) / model.value / "decision.json")
     log.info("%s gate %s: %s", model, decision.gate, decision.reason)
     return GateResult(
