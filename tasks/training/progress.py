@@ -102,7 +102,7 @@ class Reporter:
             self._stop_bar()
         text = STAGE_TEXT.get(name, name) + (f": {detail}" if detail else "")
         if self.bar and name not in ("train", "done", "failed"):
-            self._console().print(f"[bold]{self.snap.model}[/] {text}")
+            self._console().print(f"{self.snap.model} {text}", markup=False, highlight=False)
         else:
             log.info("%s: %s", self.snap.model, text)
         self._write(force=True)
@@ -181,7 +181,7 @@ class Reporter:
         )
         if self._progress is not None:
             self._progress.update(self._task, description=self._description(), dev=self._dev_text())
-            self._progress.console.print(text)
+            self._progress.console.print(text, markup=False, highlight=False)
         else:
             log.info("%s", text)
         self._write(force=True)
@@ -348,12 +348,10 @@ def watch(
         if pid is None:
             return False
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             return False
-        except PermissionError:
-            return True
-        return True
+        return state not in ("Z", "X")  # an exited child its parent has not reaped yet is a zombie
 
     if _isatty(stream):
         with Live(render(run, since, title), console=console, refresh_per_second=2) as live:

@@ -92,9 +92,7 @@ def test_mlflow_run_has_tags_params_curves_and_artifacts(trained: dict, mlflow_e
     assert len(client.get_metric_history(run.info.run_id, f"val_{gate}")) == 3
     assert f"test_{gate}" in run.data.metrics
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "config.yaml", "dev_history.json", "plots"} <= top
-    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model/artifacts")}
-    assert model_files == {"model/artifacts/model.nemo"}  # stored once: inside the pyfunc model
+    assert {"metrics.json", "model.nemo", "config.yaml", "dev_history.json", "plots"} <= top
     nemo = (trained[task]["out"] / "model.nemo").read_bytes()
     assert tags["nemo_sha256"] == hashlib.sha256(nemo).hexdigest()
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
