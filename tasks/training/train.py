@@ -124,14 +124,18 @@ class EpochMonitor(Callback):
         self._losses: list[float] = []
 
     # --------------------------------------------------------- Lightning hooks
-    def on_train_start(self, trainer, pl_module):
+    def encode_dev(self, model) -> None:
+        """Tokenise dev once for the whole run (before `fit`: it is preparation, not training)."""
         from tasks.training.predict import encode
 
+        self._encoded = encode(model, self.task, self.dev.texts)
+
+    def on_train_start(self, trainer, pl_module):
         if self._snapshot_on_start:  # resumed from a checkpoint of the best epoch: its weights are loaded
             self._best_state = _copy_state(pl_module)
             self._snapshot_on_start = False
-        if self._encoded is None:  # dev tokenised once for the whole run
-            self._encoded = encode(pl_module, self.task, self.dev.texts)
+        if self._encoded is None:
+            self.encode_dev(pl_module)
         if self.use_mlflow and self.history:  # a resumed run's curve starts with the restored epochs
             import mlflow
 
@@ -145,7 +149,7 @@ class EpochMonitor(Callback):
         )
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._t_epoch = time.monotonic()
+        self._t_epoch, self._cpu_epoch = time.monotonic(), time.process_time()
         self._losses = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -158,11 +162,11 @@ class EpochMonitor(Callback):
         from tasks.training.evaluate import score
 
         epoch = trainer.current_epoch + 1
-        seconds = time.monotonic() - self._t_epoch
-        t0 = time.monotonic()
+        seconds, cpu = time.monotonic() - self._t_epoch, time.process_time() - self._cpu_epoch
+        t0, cpu0 = time.monotonic(), time.process_time()
         with _training_precision(trainer, pl_module):
             metrics, _, _ = score(pl_module, self.task, self.dev, self._encoded)
-        dev_seconds = time.monotonic() - t0
+        dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
         value = float(metrics[self.gate])
         if value > self.best_value:  # ties keep the earlier epoch
             self.best_epoch, self.best_value = epoch, value
@@ -173,6 +177,9 @@ class EpochMonitor(Callback):
             f"val_{self.gate}": value,
             "train_seconds": round(seconds, 2),
             "dev_seconds": round(dev_seconds, 3),
+            # CPU seconds (all threads): the same split of the work, much less disturbed by a busy machine
+            "train_cpu_seconds": round(cpu, 2),
+            "dev_cpu_seconds": round(dev_cpu, 3),
         }
         self.history.append(row)
         self.reporter.epoch_end(
@@ -206,9 +213,10 @@ class EpochMonitor(Callback):
         """The best dev epoch's state dict (the current weights when the best epoch is the last)."""
         return self._best_state if self._best_state is not None else pl_module.state_dict()
 
-    def summary(self, fit_seconds: float) -> dict[str, Any]:
-        train_s = sum(r["train_seconds"] for r in self.history[self.restored :])
-        dev_s = sum(r["dev_seconds"] for r in self.history[self.restored :])
+    def summary(self, fit_seconds: float, fit_cpu_seconds: float) -> dict[str, Any]:
+        mine = self.history[self.restored :]
+        train_s, dev_s = (sum(r[k] for r in mine) for k in ("train_seconds", "dev_seconds"))
+        train_cpu, dev_cpu = (sum(r[k] for r in mine) for k in ("train_cpu_seconds", "dev_cpu_seconds"))
         return {
             "metric": self.gate,
             "best_epoch": self.best_epoch,
@@ -216,8 +224,11 @@ class EpochMonitor(Callback):
             "history": self.history,
             "resumed_from_epoch": self.restored or None,
             "fit_seconds": round(fit_seconds, 2),
+            "fit_cpu_seconds": round(fit_cpu_seconds, 2),  # all threads: the work, whatever the load
             "train_samples_per_s": round(self.samples / max(fit_seconds, 1e-9), 2),
+            "samples": self.samples,
             "dev_scoring_fraction": round(dev_s / train_s, 4) if train_s else None,
+            "dev_scoring_cpu_fraction": round(dev_cpu / train_cpu, 4) if train_cpu else None,
         }
 
 
@@ -424,16 +435,17 @@ def train(
             }
             callbacks.append(ckpt.EpochCheckpoint(ckpt_dir, meta))
         trainer, model, ocfg = build_model(task, filled, callbacks, checkpointing=ckpt_dir is not None)
+        monitor.encode_dev(model)
         (stage / "config.yaml").write_text(OmegaConf.to_yaml(ocfg, resolve=True), encoding="utf-8")
         if resume is not None:
             log.info(
                 "resuming from epoch %d of %d (checkpoint %s)", resume.epoch, trainer.max_epochs, resume.path
             )
         reporter.stage("train", f"{trainer.max_epochs} epochs")
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         trainer.fit(model, ckpt_path=str(resume.path) if resume else None)
         fit_seconds = time.monotonic() - t0
-        history = monitor.summary(fit_seconds)
+        history = monitor.summary(fit_seconds, time.process_time() - cpu0)
         model.load_state_dict(monitor.best_weights(model))
         log.info(
             "best dev epoch %s of %d: %s %.4f",

@@ -119,6 +119,6 @@ def test_trainer_killed_mid_epoch_resumes_on_retry_and_registers_one_version(
     first = registry.register_run("ner", trained.run_id, decision, {"dag_run_id": DAG_RUN})
     again = registry.register_run("ner", trained.run_id, decision, {"dag_run_id": DAG_RUN})
     versions = client.search_model_versions("name='ncbi-disease-ner'")
-    assert [v.version for v in versions] == [first.version] == [again.version]
+    assert [str(v.version) for v in versions] == [str(first.version)] == [str(again.version)]
     assert versions[0].run_id == trained.run_id
     assert not list(ckpt.glob("*.ckpt"))  # the finished run removed its checkpoints
