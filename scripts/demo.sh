@@ -3,7 +3,8 @@
 #   import the NCBI release (NCBI_SHARED_DATA, default ../shared/data) into data/, publish it to the
 #   default DVC remote, run the ncbi_retrain DAG once with `airflow dags test` on SQLite
 #   (AIRFLOW_HOME=airflow-home/, gitignored), register and promote into the local MLflow store
-#   (mlruns/), and print the result table and how to open the UIs.
+#   (mlruns/), and print the result table and how to open the UIs. While the DAG runs, a live table
+#   shows each model's training (stage, epoch, step/total, ETA, last dev score) and its gate.
 # Running it again with nothing changed skips training and says why (data, code and config equal
 # the champion's). Extra DAG params: DEMO_CONF='{"force": true}' make demo.
 set -euo pipefail
@@ -50,12 +51,21 @@ if c["profile"] == "tiny":
     c.setdefault("epochs", 2)
 print(json.dumps(c))' "$PROFILE")
 stamp=$(mktemp)
+since=$(date +%s)
 log=$AIRFLOW_HOME/logs/demo-$(date -u +%Y%m%dT%H%M%SZ).log
 echo "conf $conf; full log: $log"
+# The DAG runs in the background; the foreground shows each model's progress live (stage, epoch, steps,
+# ETA, last dev score) from the progress.json its trainer keeps in runs/<run>/<model>/checkpoints/.
+"$BIN/airflow" dags test ncbi_retrain -c "$conf" >"$log" 2>&1 &
+dag=$!
+trap 'kill "$dag" 2>/dev/null; wait "$dag" 2>/dev/null; exit 130' INT TERM
+"$BIN/python" -m tasks.training.progress runs --since "$since" --pid "$dag" \
+  --title "ncbi_retrain (profile $PROFILE)" || true
 set +e
-"$BIN/airflow" dags test ncbi_retrain -c "$conf" >"$log" 2>&1
+wait "$dag"
 rc=$?
 set -e
+trap - INT TERM
 # The run's work dir is the one folder under runs/ this run created.
 run=$(find runs -mindepth 1 -maxdepth 1 -type d -newer "$stamp" -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 rm -f "$stamp"

@@ -138,12 +138,15 @@ def test_train_job_is_one_command_for_every_launcher(settings, launcher):
     options = RunParams.from_params({"profile": "tiny", "epochs": 2})
     job = train_job("ner", options, data_ref(s), "manual__2026-01-01T00:00:00+00:00", "c0ffee", s)
     assert job.name == "train-ner"
+    work = s.project_dir / "runs" / "manual__2026-01-01T00_00_00_00_00" / "ner"
     assert job.argv == [
         "train", "ner", "--data", str(s.project_dir / "data"), "--profile", "tiny",
-        "--data-version", "ab" * 16 + ".dir", "--json", "trainer.max_epochs=2",
+        "--data-version", "ab" * 16 + ".dir", "--checkpoints", str(work / "checkpoints"),
+        "--json", "trainer.max_epochs=2",
     ]  # fmt: skip
-    # One folder per try: a retry never reuses a failed try's folder (nor its MLflow run).
-    assert job.out_dir == str(s.project_dir / "runs" / "manual__2026-01-01T00_00_00_00_00" / "ner")
+    # One folder per try: a retry never reuses a failed try's folder (nor its MLflow run), but every
+    # try shares the checkpoint folder, so a retry resumes where the failed try's last epoch ended.
+    assert job.out_dir == str(work)
     assert job.argv_for(3)[-2:] == ["--out", f"{job.out_dir}/try-3"]
     env = job.env
     assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{s.project_dir}/mlruns/mlflow.db"

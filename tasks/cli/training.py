@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ _VERBOSE = typer.Option(False, "--verbose", "-v", help="Keep NeMo's and Lightnin
 
 
 def _setup_logging(verbose: bool) -> None:
-    """Our progress lines at INFO on stderr; NeMo / Lightning quiet unless --verbose."""
+    """Our progress lines at INFO on stderr (through rich on a terminal, so they print above the progress
+    bar); NeMo / Lightning quiet unless --verbose."""
     for key, value in {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -25,8 +27,19 @@ def _setup_logging(verbose: bool) -> None:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from tasks.training.progress import console
+
+        handler = RichHandler(console=console(sys.stderr), show_path=False, markup=False)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if not verbose:
+        with contextlib.suppress(ImportError):  # Lightning sets its loggers' levels on import: ours after
+            import lightning.pytorch  # noqa: F401
+
         for name in (
             "lightning",
             "lightning.pytorch",
@@ -73,27 +86,51 @@ def train(
     overrides: list[str] = typer.Argument(None, help="Dotted config overrides, e.g. model.optim.lr=5e-5."),
     data_version: str = typer.Option(None, "--data-version", help="Tag value (default: data.dvc md5)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the run to MLflow (settings' URI)."),
+    checkpoints: Path = typer.Option(
+        None,
+        "--checkpoints",
+        help="Folder for one checkpoint per epoch, outside OUT: a rerun with the same folder resumes from "
+        "the newest complete one. Also holds progress.json. Emptied when the run succeeds.",
+    ),
     as_json: bool = _JSON,
     verbose: bool = _VERBOSE,
 ) -> None:
-    """Fine-tune NeMo's model on DATA's train split, validate on dev, score test, save, log to MLflow.
+    """Fine-tune NeMo's model on DATA's train split, score dev after every epoch, keep the best epoch,
+    score test once, save, log to MLflow.
 
     Configs are YAML in NeMo's shape (tasks/training/configs), overridden like NeMo's tutorial:
 
       ncbi-retrain train ner --data data --out runs/ner1 trainer.max_epochs=3 model.optim.lr=1e-4
 
-    OUT receives model.nemo, metrics.json (test split), predictions_test.*, config.yaml, exp/ (TensorBoard).
+    OUT receives model.nemo, metrics.json (test split), predictions_test.*, config.yaml, exp/ (TensorBoard),
+    dev_history.json. On a terminal a progress bar shows stage, epoch, steps, ETA and the last dev score;
+    otherwise (CI, Airflow) plain log lines. With --checkpoints DIR a crashed run resumes when rerun:
+
+      ncbi-retrain train ner --data data --out runs/ner-try2 --checkpoints runs/ner-checkpoints
     """
     _setup_logging(verbose)
     from tasks.training.train import result_line
     from tasks.training.train import train as run_train
 
-    result = run_train(task.value, data, out, profile.value, overrides or [], data_version, mlflow)
+    result = run_train(
+        task.value,
+        data,
+        out,
+        profile.value,
+        overrides or [],
+        data_version,
+        use_mlflow=mlflow,
+        checkpoints=checkpoints,
+    )
     if as_json:
         _print_json(result_line(result))
     else:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
-        typer.echo(f"trained {task.value} ({profile.value}) in {result['fit_seconds']}s: {metrics}")
+        resumed = f", resumed after epoch {r}" if (r := result.get("resumed_from_epoch")) else ""
+        typer.echo(
+            f"trained {task.value} ({profile.value}) in {result['fit_seconds']}s, best dev epoch "
+            f"{result['best_epoch']} of {result['epochs']}{resumed}: {metrics}"
+        )
         typer.echo(f"model: {result['artifacts']['nemo']}  mlflow: {result['model_uri'] or 'off'}")
 
 

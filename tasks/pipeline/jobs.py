@@ -25,6 +25,7 @@ from tasks.vocab import DataRef, JobSpec, Model, RunParams
 TRY_LOCK_WAIT_S = 900  # how long a try waits for an earlier try's job of the same task (bash_script)
 RESULT_FILE_ENV = "NCBI_RETRAIN_RESULT_FILE"  # the CLI also writes its --json object there
 K8S_RESULT_FILE = "/airflow/xcom/return.json"  # what the KubernetesPodOperator's XCom sidecar reads
+CHECKPOINTS = "checkpoints"  # <run dir>/<model>/checkpoints: shared by the tries of one DAG run
 # The worker's variables a training container also gets (credentials among them: they never go into
 # XCom or the serialized DAG); the job's own env wins over them.
 _FORWARDED = ("NCBI_RETRAIN_", "MLFLOW_", "AWS_", "HF_", "TRANSFORMERS_OFFLINE")
@@ -62,16 +63,22 @@ def train_job(
     commit: str,
     settings: Settings | None = None,
 ) -> JobSpec:
-    """`ncbi-retrain train MODEL ... --json`, with `--out <run dir>/MODEL/try-N` added per try."""
+    """`ncbi-retrain train MODEL ... --json`, with `--out <run dir>/MODEL/try-N` added per try.
+
+    Every try gets the same `--checkpoints <run dir>/MODEL/checkpoints`: a try that dies (killed, OOM,
+    lost worker) leaves its per-epoch checkpoints there and the next try resumes from the newest
+    complete one; the trainer's `progress.json` (what `make demo` shows live) lives there too."""
     settings = settings or get_settings()
     model = Model(model)
+    work = run_dir(dag_run_id, settings) / model.value
     argv = ["train", model.value, "--data", data.data_dir, "--profile", options.profile.value]
-    argv += ["--data-version", data.data_version, "--json", *options.overrides()]
+    argv += ["--data-version", data.data_version, "--checkpoints", str(work / CHECKPOINTS)]
+    argv += ["--json", *options.overrides()]
     return JobSpec(
         name=f"train-{model.value}",
         argv=argv,
         env=job_env(settings, dag_run_id, data.data_version, commit),
-        out_dir=str(run_dir(dag_run_id, settings) / model.value),
+        out_dir=str(work),
     )
 
 

@@ -13,24 +13,24 @@ from tasks.vocab import CLASS_LABELS, GATE_METRIC
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.yaml"
 
 
-def score(model, task: str, split: Split) -> tuple[dict, list[dict], list]:
-    """(metrics, items, predictions) of `model` on `split`; items are in split order."""
+def score(model, task: str, split: Split, encoded=None) -> tuple[dict, list[dict], list]:
+    """(metrics, items, predictions) of `model` on `split`; items are in split order. `encoded` is the
+    split's texts already tokenised for this model (`tasks.training.predict.encode`), else done here."""
     from tasks.metrics import classifier_metrics, ner_metrics
-    from tasks.training.predict import classify, tag
+    from tasks.training.predict import encode, run
 
+    preds = run(model, encoded if encoded is not None else encode(model, task, split.texts))
     if task == "classifier":
-        probs = classify(model, split.texts)
-        pred = [max(range(len(p)), key=p.__getitem__) for p in probs]
+        pred = [max(range(len(p)), key=p.__getitem__) for p in preds]
         metrics = classifier_metrics(split.labels, pred)
         items = [
             {"id": i, "gold": g, "pred": p} for i, g, p in zip(split.ids, split.labels, pred, strict=True)
         ]
-        return metrics, items, probs
-    tags = tag(model, split.texts)
-    metrics, items = ner_metrics(split.labels, tags)
+        return metrics, items, preds
+    metrics, items = ner_metrics(split.labels, preds)
     for it, sid in zip(items, split.ids, strict=True):
         it["id"] = sid
-    return metrics, items, tags
+    return metrics, items, preds
 
 
 def behaviour(model, task: str, path: Path = BEHAVIOUR) -> list[dict]:

@@ -2,16 +2,22 @@
 
 NeMo's own helpers (`classifytext`, `add_predictions`, `_infer`) leave the model in train mode, use 3
 dataloader workers and do not truncate; these run in eval mode, restore every module's previous mode
-(so calling them between epochs does not change training), sort by length to pad less, and truncate.
+(so calling them between epochs does not change training), batch by length as training does (each
+batch padded to its longest text), and truncate. Texts are encoded once (`encode`) and scored as often
+as needed (`run`): `train` scores the dev split after every epoch without tokenising it again.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.vocab import class_name
+
+CLASSIFY_BATCH = 32  # abstracts per scoring batch (up to 256-512 tokens each)
+TAG_BATCH = 64  # sentences per scoring batch
 
 
 @contextlib.contextmanager
@@ -35,34 +41,90 @@ def _quiet():
     return logging.temp_verbosity(logging.ERROR)
 
 
-def _by_length(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))
-    for k in range(0, len(order), batch_size):
-        yield order[k : k + batch_size]
+@dataclass
+class Encoded:
+    """Texts tokenised once for a model (NeMo's own feature code), scored as often as needed: `train`
+    encodes the dev split once and scores it after every epoch."""
+
+    task: str
+    features: tuple  # classifier: NeMo TextClassificationDataset features; ner: get_features' lists
+    lengths: list[int]  # subword tokens per text (with [CLS] / [SEP])
+    words: list[int] = field(default_factory=list)  # ner: whitespace tokens per sentence
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
 
-def classify(model, texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:
-    """Class probabilities (softmax) per text, truncated to the model's `dataset.max_seq_length`."""
-    import torch
-    from nemo.collections.nlp.data.text_classification import TextClassificationDataset
+def encode(model, task: str, texts: Sequence[str], max_seq_length: int | None = None) -> Encoded:
+    """Tokenise `texts` as NeMo does: classifier truncated to the model's `dataset.max_seq_length`; NER
+    to `max_seq_length` (default 512) keeping the last tokens (NeMo's truncation)."""
+    with _quiet():
+        if task == "classifier":
+            from nemo.collections.nlp.data.text_classification import TextClassificationDataset
 
-    max_len = int(model._cfg.dataset.max_seq_length)
-    device = next(model.parameters()).device
-    probs: list[list[float]] = [[] for _ in texts]
-    with eval_mode(model), _quiet():
-        for idx in _by_length(texts, batch_size):
+            max_len = max_seq_length or int(model._cfg.dataset.max_seq_length)
             ds = TextClassificationDataset(
-                tokenizer=model.tokenizer, queries=[texts[i] for i in idx], max_seq_length=max_len
+                tokenizer=model.tokenizer, queries=list(texts), max_seq_length=max_len
             )
-            input_ids, segment_ids, input_mask, _ = ds.collate_fn([ds[j] for j in range(len(ds))])[:4]
+            return Encoded(task, (ds,), [len(f[0]) for f in ds.features])
+        from nemo.collections.nlp.data.token_classification.token_classification_dataset import get_features
+
+        feats = get_features(list(texts), model.tokenizer, max_seq_length=max_seq_length or 512)
+        return Encoded(task, feats, [int(sum(m)) for m in feats[2]], [len(t.split()) for t in texts])
+
+
+def _batches(enc: Encoded, batch_size: int) -> list[list[int]]:
+    """Length-sorted batches (the training loader's bucketing, without the shuffle)."""
+    from torch.utils.data import SequentialSampler
+
+    from tasks.training.batching import LengthBucketBatchSampler
+
+    sampler = SequentialSampler(range(len(enc)))
+    return LengthBucketBatchSampler(sampler, batch_size, False, enc.lengths, shuffle=False).batches()
+
+
+def run(model, enc: Encoded, batch_size: int | None = None) -> list:
+    """Predictions for encoded texts, each batch padded to its longest item: class probabilities
+    (classifier) or one B/I/O tag per whitespace token, valid IOB2 (NER)."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list = [None] * len(enc)
+    with eval_mode(model), _quiet():
+        if enc.task == "classifier":
+            (ds,) = enc.features
+            for idx in _batches(enc, batch_size or CLASSIFY_BATCH):
+                input_ids, segment_ids, input_mask, _ = ds.collate_fn([ds[j] for j in idx])[:4]
+                logits = model.forward(
+                    input_ids=input_ids.to(device),
+                    token_type_ids=segment_ids.to(device),
+                    attention_mask=input_mask.to(device),
+                )
+                for i, row in zip(idx, torch.softmax(logits.float(), dim=-1).tolist(), strict=True):
+                    out[i] = row
+            return out
+        input_ids, segment_ids, input_mask, subtokens_mask = enc.features[:4]
+        ids_to_labels = {int(v): str(k) for k, v in model._cfg.label_ids.items()}
+        for idx in _batches(enc, batch_size or TAG_BATCH):
+            longest = max(enc.lengths[i] for i in idx)  # get_features padded to the longest text
+
+            def rows(lists: list, longest: int = longest, idx: list[int] = idx):
+                return torch.tensor([lists[i][:longest] for i in idx], device=device)
+
             logits = model.forward(
-                input_ids=input_ids.to(device),
-                token_type_ids=segment_ids.to(device),
-                attention_mask=input_mask.to(device),
+                input_ids=rows(input_ids), token_type_ids=rows(segment_ids), attention_mask=rows(input_mask)
             )
-            for i, row in zip(idx, torch.softmax(logits.float(), dim=-1).tolist(), strict=True):
-                probs[i] = row
-    return probs
+            preds = logits.argmax(dim=-1).tolist()
+            for row, i in enumerate(idx):
+                mask = subtokens_mask[i][:longest]
+                tags = [ids_to_labels[p] for p, m in zip(preds[row], mask, strict=True) if m]
+                out[i] = repair_iob2(["O"] * (enc.words[i] - len(tags)) + tags)
+    return out
+
+
+def classify(model, texts: Sequence[str], batch_size: int = CLASSIFY_BATCH) -> list[list[float]]:
+    """Class probabilities (softmax) per text, truncated to the model's `dataset.max_seq_length`."""
+    return run(model, encode(model, "classifier", texts), batch_size)
 
 
 def repair_iob2(tags: Sequence[str]) -> list[str]:
@@ -75,35 +137,11 @@ def repair_iob2(tags: Sequence[str]) -> list[str]:
 
 
 def tag(
-    model, sentences: Sequence[str], batch_size: int = 64, max_seq_length: int = 512, repair: bool = True
+    model, sentences: Sequence[str], batch_size: int = TAG_BATCH, max_seq_length: int = 512
 ) -> list[list[str]]:
-    """One B/I/O tag per whitespace token (valid IOB2 unless `repair=False`). Sentences longer than
-    `max_seq_length` subword tokens keep their last tokens (NeMo's truncation); the dropped leading
-    words are tagged O."""
-    import torch
-    from nemo.collections.nlp.data.token_classification.token_classification_dataset import get_features
-
-    ids_to_labels = {int(v): str(k) for k, v in model._cfg.label_ids.items()}
-    device = next(model.parameters()).device
-    out: list[list[str]] = [[] for _ in sentences]
-    with eval_mode(model), _quiet():
-        for idx in _by_length(sentences, batch_size):
-            queries = [sentences[i] for i in idx]
-            input_ids, segment_ids, input_mask, subtokens_mask, _, _ = get_features(
-                queries, model.tokenizer, max_seq_length=max_seq_length
-            )
-            logits = model.forward(
-                input_ids=torch.tensor(input_ids, device=device),
-                token_type_ids=torch.tensor(segment_ids, device=device),
-                attention_mask=torch.tensor(input_mask, device=device),
-            )
-            preds = logits.argmax(dim=-1).tolist()
-            for row, i, query in zip(range(len(idx)), idx, queries, strict=True):
-                words = query.split()
-                tags = [ids_to_labels[p] for p, m in zip(preds[row], subtokens_mask[row], strict=True) if m]
-                tags = ["O"] * (len(words) - len(tags)) + tags
-                out[i] = repair_iob2(tags) if repair else tags
-    return out
+    """One B/I/O tag per whitespace token, valid IOB2. Sentences longer than `max_seq_length` subword
+    tokens keep their last tokens (NeMo's truncation); the dropped leading words are tagged O."""
+    return run(model, encode(model, "ner", sentences, max_seq_length), batch_size)
 
 
 def spans(sentence: str, tags: Sequence[str]) -> list[str]:

@@ -9,10 +9,23 @@ Config: `configs/<model>.yaml` (NeMo's trainer / model / exp_manager sections), 
 `configs/profiles/<profile>.yaml`, then dotted overrides as in the tutorial:
 `model.optim.lr=5e-5 trainer.max_epochs=3 model.dataset.max_seq_length=64`.
 
+Training batches hold items of similar length, each padded to its longest (tasks/training/batching.py).
+After every epoch the dev split is scored with the gate metric (strict entity F1 / macro-F1; encoded
+once, scored in length-sorted batches like test and `predict`, in the training precision: bf16
+autocast under `bf16-mixed`); NeMo's own validation loop does not run. Test is scored in fp32, as
+`evaluate` scores a champion. The weights of the best dev epoch (ties: the earlier) are the ones saved,
+scored on test (once, at the end) and logged, so a longer schedule cannot make the model worse.
+
 Outputs in OUT: `model.nemo` (self-contained: restores without the encoder's directory),
 `metrics.json` (test split, docs/architecture.md), `predictions_test.*`, `config.yaml` (resolved),
-`exp/` (TensorBoard), `dev_history.json` (per-epoch train loss and dev gate metric) and two PNGs.
+`exp/` (TensorBoard), `dev_history.json` (per epoch: train loss, dev gate metric, seconds of training
+and of dev scoring; the best epoch; the job's stage timings) and two PNGs.
 Everything is built in a hidden sibling folder and renamed into OUT at the end: a failed run leaves no OUT.
+
+Crash safety (`checkpoints=DIR`, the CLI's `--checkpoints`): a checkpoint after every epoch in DIR, which
+outlives a failed try; the next try with the same DIR resumes from the newest complete one and logs
+"resuming from epoch K of N (checkpoint ...)"; history and best epoch carry over
+(tasks/training/checkpoints.py). Progress: a bar on a terminal, log lines otherwise, `DIR/progress.json`.
 
 Load it again with `tasks.training.predict.load(PATH_OR_URI)`, or through MLflow:
 `mlflow.pyfunc.load_model(model_uri).predict(["text ..."])`.
@@ -31,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import ServiceError, UsageError
 from tasks.training.config import flatten, resolve_config
-from tasks.training.data import read_all, write_scratch
+from tasks.training.data import Split, read_all, write_scratch
 from tasks.training.evaluate import GATE_METRIC, behaviour, metrics_document, score, write_json
+from tasks.training.progress import PROGRESS_FILE, Reporter
 from tasks.vocab import CLASS_NAMES, TAGS, Model
 
 log = logging.getLogger("ncbi_retrain.train")
@@ -93,64 +107,154 @@ def _mlflow_experiment(task: str):
         raise ServiceError(f"MLflow tracking store {uri} is not usable: {str(exc).splitlines()[0]}") from exc
 
 
-class _Progress(Callback):
-    """Progress (epoch, step, ETA) in the log; per-epoch train loss and dev gate metric (MLflow too)."""
+class EpochMonitor(Callback):
+    """Progress per step; after each epoch the dev gate metric, the best epoch's weights and the history
+    (MLflow curves too). Its state goes into every checkpoint, so a resumed run continues the same
+    history and still knows its best epoch (and that epoch's weights when they are not the last)."""
 
-    def __init__(self, task: str, dev, every: int, use_mlflow: bool):
-        self.task, self.dev, self.every, self.use_mlflow = task, dev, max(1, every), use_mlflow
-        self.history: list[dict] = []
-        self.samples = 0
-        self.fit_seconds = 0.0
+    def __init__(self, task: str, dev: Split, reporter: Reporter, use_mlflow: bool):
+        self.task, self.dev, self.reporter, self.use_mlflow = task, dev, reporter, use_mlflow
+        self.gate = GATE_METRIC[task]
+        self.history: list[dict[str, float]] = []
+        self.best_epoch: int | None = None
+        self.best_value = float("-inf")
+        self._best_state: dict[str, Any] | None = None  # None: the best epoch is the model's current state
+        self._snapshot_on_start = False
+        self.samples = 0  # training items seen by this process (a resumed run counts its own)
+        self.restored = 0  # epochs restored from a checkpoint
+        self._encoded = None
         self._losses: list[float] = []
 
+    # --------------------------------------------------------- Lightning hooks
+    def encode_dev(self, model) -> None:
+        """Tokenise dev once for the whole run (before `fit`: it is preparation, not training)."""
+        from tasks.training.predict import encode
+
+        self._encoded = encode(model, self.task, self.dev.texts)
+
     def on_train_start(self, trainer, pl_module):
-        self.t0 = time.monotonic()
-        self.total = int(trainer.estimated_stepping_batches)
-        self.every = max(self.every, self.total // 40)  # about 40 progress lines per run
+        if self._snapshot_on_start:  # resumed from a checkpoint of the best epoch: its weights are loaded
+            self._best_state = _copy_state(pl_module)
+            self._snapshot_on_start = False
+        if self._encoded is None:
+            self.encode_dev(pl_module)
+        if self.use_mlflow and self.history:  # a resumed run's curve starts with the restored epochs
+            import mlflow
+
+            for row in self.history:
+                mlflow.log_metrics(_curve(row), step=int(row["epoch"]))
+        self.reporter.start_training(
+            trainer.max_epochs,
+            int(trainer.estimated_stepping_batches),
+            trainer.global_step,
+            self.restored or None,
+        )
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t_epoch, self._cpu_epoch = time.monotonic(), time.process_time()
+        self._losses = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._losses.append(float(loss))
         self.samples += int(batch[0].shape[0])
-        step = trainer.global_step
-        if step % self.every == 0 or step == self.total:
-            elapsed = time.monotonic() - self.t0
-            eta = elapsed / max(step, 1) * (self.total - step)
-            log.info(
-                "epoch %d/%d step %d/%d loss %.4f elapsed %.0fs ETA %.0fs",
-                trainer.current_epoch + 1,
-                trainer.max_epochs,
-                step,
-                self.total,
-                self._losses[-1],
-                elapsed,
-                eta,
-            )
+        self.reporter.step(trainer.current_epoch + 1, trainer.global_step, self._losses[-1])
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.fit_seconds = time.monotonic() - self.t0
+        from tasks.training.evaluate import score
+
         epoch = trainer.current_epoch + 1
-        train_loss = sum(self._losses) / max(len(self._losses), 1)
-        self._losses = []
-        metrics, _, _ = score(pl_module, self.task, self.dev)
-        gate = GATE_METRIC[self.task]
-        row = {"epoch": epoch, "train_loss": train_loss, f"val_{gate}": metrics[gate]}
-        if "val_loss" in trainer.callback_metrics:
-            row["val_loss"] = float(trainer.callback_metrics["val_loss"])
+        seconds, cpu = time.monotonic() - self._t_epoch, time.process_time() - self._cpu_epoch
+        t0, cpu0 = time.monotonic(), time.process_time()
+        with _training_precision(trainer, pl_module):
+            metrics, _, _ = score(pl_module, self.task, self.dev, self._encoded)
+        dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
+        value = float(metrics[self.gate])
+        if value > self.best_value:  # ties keep the earlier epoch
+            self.best_epoch, self.best_value = epoch, value
+            self._best_state = None if epoch == trainer.max_epochs else _copy_state(pl_module)
+        row = {
+            "epoch": epoch,
+            "train_loss": sum(self._losses) / max(len(self._losses), 1),
+            f"val_{self.gate}": value,
+            "train_seconds": round(seconds, 2),
+            "dev_seconds": round(dev_seconds, 3),
+            # CPU seconds (all threads): the same split of the work, much less disturbed by a busy machine
+            "train_cpu_seconds": round(cpu, 2),
+            "dev_cpu_seconds": round(dev_cpu, 3),
+        }
         self.history.append(row)
-        log.info(
-            "epoch %d/%d done: train_loss %.4f dev %s %.4f (%.0fs)",
-            epoch,
-            trainer.max_epochs,
-            train_loss,
-            gate,
-            metrics[gate],
-            self.fit_seconds,
+        self.reporter.epoch_end(
+            epoch, value, self.best_epoch, self.best_value, row["train_loss"], seconds, dev_seconds
         )
         if self.use_mlflow:
             import mlflow
 
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            mlflow.log_metrics(_curve(row), step=epoch)
+
+    # --------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        last = self.history[-1]["epoch"] if self.history else 0
+        return {
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            # the best epoch's weights, unless they are the checkpoint's own (then they cost nothing)
+            "best_state": None if self.best_epoch == last else self._best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.restored = len(self.history)
+        self.best_epoch, self.best_value = state["best_epoch"], float(state["best_value"])
+        self._best_state = state["best_state"]
+        self._snapshot_on_start = self._best_state is None and self.best_epoch is not None
+
+    # --------------------------------------------------------- results
+    def best_weights(self, pl_module) -> dict[str, Any]:
+        """The best dev epoch's state dict (the current weights when the best epoch is the last)."""
+        return self._best_state if self._best_state is not None else pl_module.state_dict()
+
+    def summary(self, fit_seconds: float, fit_cpu_seconds: float) -> dict[str, Any]:
+        mine = self.history[self.restored :]
+        train_s, dev_s = (sum(r[k] for r in mine) for k in ("train_seconds", "dev_seconds"))
+        train_cpu, dev_cpu = (sum(r[k] for r in mine) for k in ("train_cpu_seconds", "dev_cpu_seconds"))
+        return {
+            "metric": self.gate,
+            "best_epoch": self.best_epoch,
+            f"best_val_{self.gate}": self.best_value if self.best_epoch else None,
+            "history": self.history,
+            "resumed_from_epoch": self.restored or None,
+            "fit_seconds": round(fit_seconds, 2),
+            "fit_cpu_seconds": round(fit_cpu_seconds, 2),  # all threads: the work, whatever the load
+            "train_samples_per_s": round(self.samples / max(fit_seconds, 1e-9), 2),
+            "samples": self.samples,
+            "dev_scoring_fraction": round(dev_s / train_s, 4) if train_s else None,
+            "dev_scoring_cpu_fraction": round(dev_cpu / train_cpu, 4) if train_cpu else None,
+        }
+
+
+def _training_precision(trainer, module):
+    """Dev is scored in the precision the model trains in (bf16 autocast under `bf16-mixed`: on this
+    CPU it makes the dev pass several times cheaper); test, `evaluate` and `predict` score in fp32."""
+    import contextlib
+
+    import torch
+
+    precision = str(trainer.precision)
+    if precision.startswith("bf16"):
+        return torch.autocast(device_type=module.device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device_type=module.device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _copy_state(module) -> dict[str, Any]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _curve(row: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if k in ("train_loss",) or k.startswith("val_")}
 
 
 def _plots(task: str, metrics: dict, stage: Path) -> list[Path]:
@@ -212,23 +316,36 @@ def _write_predictions(task: str, split, preds, stage: Path) -> Path:
     return path
 
 
-def build_model(task: str, cfg_dict: dict[str, Any], callbacks=(), enable_tensorboard: bool = True):
-    """Trainer + exp_manager + NeMo model from a filled config dict, as NeMo's example scripts do."""
+def build_model(
+    task: str,
+    cfg_dict: dict[str, Any],
+    callbacks=(),
+    enable_tensorboard: bool = True,
+    checkpointing: bool = False,
+):
+    """Trainer + exp_manager + NeMo model from a filled config dict, as NeMo's example scripts do; the
+    training loader length-bucketed (`model.train_ds.length_buckets`). NeMo gets no dev / test loaders:
+    `train` scores those splits itself, so NeMo's validation and test loops never run."""
     import lightning.pytorch as pl
     from nemo.utils.exp_manager import exp_manager
 
     from tasks.training.artifact import _model_class
+    from tasks.training.batching import use_length_buckets
 
     cfg = OmegaConf.create(cfg_dict)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        callbacks=list(callbacks),
-        enable_progress_bar=False,
-    )
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_args["enable_checkpointing"] = checkpointing
+    trainer = pl.Trainer(**trainer_args, callbacks=list(callbacks), enable_progress_bar=False)
     if enable_tensorboard:
         exp_manager(trainer, cfg.get("exp_manager"))
-    model = _model_class(task)(cfg=cfg.model, trainer=trainer)
+    model_cfg = copy.deepcopy(cfg.model)
+    with open_dict(model_cfg):
+        model_cfg.validation_ds = None
+        model_cfg.test_ds = None
+    model = _model_class(task)(cfg=model_cfg, trainer=trainer)
+    if cfg.model.train_ds.get("length_buckets", False):
+        use_length_buckets(model, task, seed=int(cfg.seed))
     return trainer, model, cfg
 
 
@@ -239,14 +356,18 @@ def train(
     profile: str = "cpu",
     overrides: list[str] | None = None,
     data_version: str | None = None,
+    *,
     use_mlflow: bool = True,
     callbacks: tuple[Callback, ...] = (),
+    checkpoints: Path | None = None,
+    progress_bar: bool | None = None,
 ) -> dict[str, Any]:
-    """Train, score the test split, save everything into `out`, log to MLflow; returns the --json document.
-
-    `callbacks`: extra Lightning callbacks for the fit (bench/gpu_train.py measures throughput with one).
-    """
+    """Train, score the test split with the best dev epoch, save everything into `out`, log to MLflow;
+    returns the --json document. `callbacks`: extra Lightning callbacks for the fit (bench/gpu_train.py
+    measures throughput with one); `checkpoints`: a folder for per-epoch checkpoints (resumed from when it
+    holds one of this config and data); `progress_bar`: None = a bar when stderr is a terminal."""
     from tasks.provenance import git_commit
+    from tasks.training import checkpoints as ckpt
     from tasks.training.encoders import resolve_encoder
     from tasks.training.versions import resolve_data_version
 
@@ -257,10 +378,25 @@ def train(
     data_version = data_version or resolve_data_version(data)
     commit = git_commit()
     out = Path(out)
+    ckpt_dir = Path(checkpoints).absolute() if checkpoints else None
+    if ckpt_dir is not None and (ckpt_dir == out.absolute() or out.absolute() in ckpt_dir.parents):
+        raise UsageError(
+            f"--checkpoints {ckpt_dir} is inside --out {out}: checkpoints must outlive a failed try"
+        )
+    resume = ckpt.latest(ckpt_dir, fingerprint, data_version) if ckpt_dir else None
     stage = _prepare_out(out)
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    reporter = Reporter(
+        task,
+        GATE_METRIC[task],
+        file=ckpt_dir / PROGRESS_FILE if ckpt_dir else None,
+        bar=progress_bar,
+    )
     scratch = Path(tempfile.mkdtemp(prefix="ncbi-nemo-scratch-"))
     run = None
     try:
+        reporter.stage("prepare", f"{len(splits['train'])} training items, profile {profile}")
         encoder = resolve_encoder(
             str(cfg.model.language_model.pretrained_model_name),
             scratch,
@@ -268,40 +404,66 @@ def train(
             seed=int(cfg.seed),
         )
         filled = _fill(cfg, task, write_scratch(task, splits, scratch / "data"), encoder, stage)
+        run_id = first_run_id = None
         if use_mlflow:
             import mlflow
 
             _mlflow_experiment(task)
             run = mlflow.start_run(run_name=f"{task}-{profile}")
-            mlflow.set_tags(
-                {
-                    "data_version": data_version or "unknown",
-                    "git_commit": commit,
-                    "profile": profile,
-                    "task": task,
-                    "config_fingerprint": fingerprint,
-                    "image": os.environ.get("NCBI_RETRAIN_IMAGE", "local"),
-                    **({"dag_run_id": v} if (v := os.environ.get("NCBI_RETRAIN_DAG_RUN_ID")) else {}),
+            run_id = first_run_id = run.info.run_id
+            tags = {
+                "data_version": data_version or "unknown",
+                "git_commit": commit,
+                "profile": profile,
+                "task": task,
+                "config_fingerprint": fingerprint,
+                "image": os.environ.get("NCBI_RETRAIN_IMAGE", "local"),
+                **({"dag_run_id": v} if (v := os.environ.get("NCBI_RETRAIN_DAG_RUN_ID")) else {}),
+            }
+            if resume is not None:  # this try's run continues the one(s) that wrote the checkpoint
+                first_run_id = resume.meta.get("first_run_id") or resume.meta.get("run_id") or run_id
+                tags |= {
+                    "resumed_from_epoch": str(resume.epoch),
+                    "resumed_from_run_id": str(resume.meta.get("run_id")),
+                    "first_run_id": str(first_run_id),
                 }
-            )
+            mlflow.set_tags(tags)
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(filled).items()})
-        every = int(cfg.trainer.log_every_n_steps)
-        progress = _Progress(task, splits["dev"], every, use_mlflow)
-        trainer, model, ocfg = build_model(task, filled, callbacks=[progress, *callbacks])
+        monitor = EpochMonitor(task, splits["dev"], reporter, use_mlflow)
+        fit_callbacks: list[Callback] = [monitor, *callbacks]
+        if ckpt_dir is not None:
+            meta = {
+                "fingerprint": fingerprint,
+                "data_version": data_version,
+                "run_id": run_id,
+                "first_run_id": first_run_id,
+            }
+            fit_callbacks.append(ckpt.EpochCheckpoint(ckpt_dir, meta))
+        trainer, model, ocfg = build_model(task, filled, fit_callbacks, checkpointing=ckpt_dir is not None)
+        monitor.encode_dev(model)
         (stage / "config.yaml").write_text(OmegaConf.to_yaml(ocfg, resolve=True), encoding="utf-8")
-        log.info(
-            "training %s (%s profile) on %d examples, %d epochs",
-            task,
-            profile,
-            len(splits["train"]),
-            trainer.max_epochs,
-        )
-        t0 = time.monotonic()
-        trainer.fit(model)
+        if resume is not None:
+            log.info(
+                "resuming from epoch %d of %d (checkpoint %s)", resume.epoch, trainer.max_epochs, resume.path
+            )
+        reporter.stage("train", f"{trainer.max_epochs} epochs")
+        t0, cpu0 = time.monotonic(), time.process_time()
+        trainer.fit(model, ckpt_path=str(resume.path) if resume else None)
         fit_seconds = time.monotonic() - t0
+        history = monitor.summary(fit_seconds, time.process_time() - cpu0)
+        model.load_state_dict(monitor.best_weights(model))
+        log.info(
+            "best dev epoch %s of %d: %s %.4f",
+            monitor.best_epoch,
+            trainer.max_epochs,
+            monitor.gate,
+            monitor.best_value,
+        )
         from tasks.training.artifact import save_nemo
 
+        reporter.stage("save", f"weights of epoch {monitor.best_epoch}")
         nemo_path = save_nemo(model, stage / "model.nemo", encoder)
+        reporter.stage("test", f"{len(splits['test'])} items, once")
         metrics, items, preds = score(model, task, splits["test"])
         doc = metrics_document(
             task, "test", str(out / "model.nemo"), data_version, metrics, items, behaviour(model, task)
@@ -310,27 +472,27 @@ def train(
         log.info("test %s: %s", task, " ".join(f"{k} {v:.4f}" for k, v in flat.items()))
         write_json(stage / "metrics.json", doc)
         pred_path = _write_predictions(task, splits["test"], preds, stage)
-        write_json(
-            stage / "dev_history.json",
-            {
-                "history": progress.history,
-                "fit_seconds": fit_seconds,
-                "train_samples_per_s": progress.samples / max(fit_seconds, 1e-9),
-            },
-        )
         pngs = _plots(task, metrics, stage)
         result: dict[str, Any] = {"run_id": None, "model_uri": None, "metrics": flat}
         if use_mlflow:
-            result.update(_log_run(task, stage, nemo_path, pred_path, pngs, flat, fit_seconds))
+            reporter.stage("log", "metrics, artifacts, pyfunc model")
+            write_json(stage / "dev_history.json", {**history, "timings": reporter.timings})
+            result.update(_log_run(task, stage, nemo_path, pred_path, pngs, flat, history))
+        reporter.finish(True)
+        history["timings"] = reporter.timings
+        write_json(stage / "dev_history.json", history)
         shutil.rmtree(scratch, ignore_errors=True)
         if out.exists():
             out.rmdir()
         os.replace(stage, out)
+        if ckpt_dir is not None:
+            ckpt.clear(ckpt_dir)  # the run is complete: its checkpoints are no longer a way back
         if run is not None:
             import mlflow
 
             mlflow.end_run("FINISHED")
-    except BaseException:
+    except BaseException as exc:
+        reporter.finish(False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         if run is not None:
             import mlflow
 
@@ -350,9 +512,13 @@ def train(
             "data_version": data_version,
             "config_fingerprint": fingerprint,
             "git_commit": commit,
-            "epochs": progress.history[-1]["epoch"] if progress.history else 0,
+            "epochs": history["history"][-1]["epoch"] if history["history"] else 0,
+            "best_epoch": monitor.best_epoch,
+            "resumed_from_epoch": history["resumed_from_epoch"],
             "fit_seconds": round(fit_seconds, 1),
-            "train_samples_per_s": round(progress.samples / max(fit_seconds, 1e-9), 2),
+            "train_samples_per_s": history["train_samples_per_s"],
+            "dev_scoring_fraction": history["dev_scoring_fraction"],
+            "timings": history["timings"],
         }
     )
     return result
@@ -372,14 +538,16 @@ def _flat_metrics(task: str, metrics: dict) -> dict[str, float]:
     return flat
 
 
-def _log_run(task, stage, nemo_path, pred_path, pngs, flat, fit_seconds) -> dict[str, Any]:
+def _log_run(task, stage, nemo_path, pred_path, pngs, flat, history) -> dict[str, Any]:
     """Log metrics and artifacts to the active run; a store that fails (full disk, server gone) is one
     sentence naming the file, and the caller marks the run FAILED (the registry refuses such runs)."""
     import mlflow
+    from tasks.provenance import sha256_file
     from tasks.registry.service import mlflow_call
     from tasks.training.pyfunc import log_pyfunc
 
     run_id = mlflow.active_run().info.run_id
+    gate = GATE_METRIC[task]
     artifacts = [
         (stage / "metrics.json", None),  # top level: the registry hands it to the gate
         (nemo_path, None),
@@ -391,7 +559,15 @@ def _log_run(task, stage, nemo_path, pred_path, pngs, flat, fit_seconds) -> dict
     current = "metrics"
     try:
         with mlflow_call(f"store the artifacts of run {run_id}"):
-            mlflow.log_metrics({**flat, "fit_seconds": fit_seconds})
+            mlflow.log_metrics(
+                {
+                    **flat,
+                    "fit_seconds": history["fit_seconds"],
+                    "best_epoch": float(history["best_epoch"] or 0),
+                    f"best_val_{gate}": float(history[f"best_val_{gate}"] or 0.0),
+                }
+            )
+            mlflow.set_tag("nemo_sha256", sha256_file(nemo_path))  # promote checks the registered .nemo
             for path, folder in artifacts:
                 current = Path(path).name
                 mlflow.log_artifact(str(path), artifact_path=folder)

@@ -4,6 +4,7 @@ models:/ URI, predict, the pyfunc loaded back, and the same metrics for the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -91,7 +92,9 @@ def test_mlflow_run_has_tags_params_curves_and_artifacts(trained: dict, mlflow_e
     assert len(client.get_metric_history(run.info.run_id, f"val_{gate}")) == 3
     assert f"test_{gate}" in run.data.metrics
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "model.nemo", "config.yaml", "plots"} <= top
+    assert {"metrics.json", "model.nemo", "config.yaml", "dev_history.json", "plots"} <= top
+    nemo = (trained[task]["out"] / "model.nemo").read_bytes()
+    assert tags["nemo_sha256"] == hashlib.sha256(nemo).hexdigest()
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
         "plots/confusion_matrix.png",
         "plots/per_class_f1.png",
