@@ -44,12 +44,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
-    """One JSON request; returns (status, body), an HTTP error's text under `detail`."""
-    headers = {"Content-Type": "application/json"}
+def http(
+    method: str,
+    url: str,
+    body: dict | bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict]:
+    """One JSON request (`body` a dict, or bytes sent as they are); returns (status, body), an HTTP
+    error's text under `detail`."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock  # patch.dict: the environment set for a block and restored
 
 from tasks.errors import DataError, UsageError
 from tasks.evolve.data import add_noise, write_sources
@@ -403,18 +404,12 @@ def settings_applied(env: dict[str, str]) -> Iterator[None]:
     registry calls), restored afterwards."""
     from tasks.settings import get_settings
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        yield
+        with mock.patch.dict(os.environ, env):
+            get_settings.cache_clear()
+            yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+        get_settings.cache_clear()  # read again from the restored environment
 
 
 def _child_env(loop: Loop) -> dict[str, str]:

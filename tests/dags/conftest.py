@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from dag_helpers import commit_data, make_project
@@ -71,17 +72,11 @@ def project(imported_data: Path, tmp_path_factory: pytest.TempPathFactory, airfl
         # A fixed code version: the shared tree changes under the tests (other commits, +dirty).
         "NCBI_RETRAIN_GIT_COMMIT": "0123456789abcdef0123456789abcdef01234567",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    version = publish(repo)
-    commit_data(repo, "data v1")
-    yield {"repo": repo, "base": base, "data_version": version}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with mock.patch.dict(os.environ, env):
+        get_settings.cache_clear()
+        version = publish(repo)
+        commit_data(repo, "data v1")
+        yield {"repo": repo, "base": base, "data_version": version}
     get_settings.cache_clear()
     shutil.rmtree(base / "mlartifacts", ignore_errors=True)
 

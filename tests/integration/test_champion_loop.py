@@ -23,9 +23,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from dag_helpers import small_slice
+from stack_helpers import http
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -58,32 +60,9 @@ def wait_health(url: str, proc: subprocess.Popen, log: Path, deadline_s: float =
     pytest.fail(f"{url} did not answer within {deadline_s} s: {log.read_text()[-3000:]}")
 
 
-def _http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None):
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, {"detail": exc.read().decode(errors="replace")}
-
-
-@contextlib.contextmanager
-def signed_in(user: str, password: str) -> Iterator[None]:
+def signed_in(user: str, password: str):
     """MLflow calls from this process as `user` (MLflow reads the credentials at each request)."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return mock.patch.dict(os.environ, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
 
 
 class Stack:
@@ -120,7 +99,7 @@ class Stack:
 
     # Airflow REST
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        return _http(method, f"{self.airflow}{path}", body, {"Authorization": f"Bearer {self.token}"})
+        return http(method, f"{self.airflow}{path}", body, self.token)
 
     def champion_runs(self) -> dict[str, str]:
         _, doc = self.api("GET", "/api/v2/dags/ncbi_champion/dagRuns?limit=100")
@@ -280,7 +259,7 @@ def stack(postgres, imported_data, tmp_path_factory) -> Iterator[Stack]:
             dead = {n: p.returncode for n, p in st.procs.items() if p.poll() is not None}
             assert not dead, f"exited {dead}: {[st.tail(n) for n in dead]}"
             with contextlib.suppress(OSError):
-                status, tok = _http(
+                status, tok = http(
                     "POST", f"{st.airflow}/auth/token", {"username": "admin", "password": st.pw["admin"]}
                 )
                 if status in (200, 201):
@@ -355,12 +334,13 @@ def test_forged_and_replayed_deliveries_create_no_event(stack):
     runs_before = set(stack.champion_runs())
     body = webhooks.alias_event_body("ncbi-disease-ner", "champion", "9")
     forged = webhooks.sign("not-the-secret", "forged-1", int(time.time()), body)
-    assert _http("POST", url, body, forged)[0] == 401
+    assert http("POST", url, body, headers=forged)[0] == 401
     assert len(stack.asset_events(asset)) == before
     genuine = webhooks.sign(stack.secret, "replayed-1", int(time.time()), body)
-    status, doc = _http("POST", url, body, genuine)
+    status, doc = http("POST", url, body, headers=genuine)
     assert (status, doc["status"]) == (200, "recorded"), doc
-    status, doc = _http("POST", url, body, genuine)  # the same delivery again: MLflow's retry, or a replay
+    # the same delivery again: MLflow's retry, or a replay
+    status, doc = http("POST", url, body, headers=genuine)
     assert (status, doc["status"]) == (200, "duplicate")
     events = stack.asset_events(asset)
     assert len(events) == before + 1 and events[-1]["extra"]["delivery_id"] == "replayed-1"
