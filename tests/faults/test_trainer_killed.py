@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from registry_helpers import empty_sqlite_store_fixture, use_store  # noqa: F401  (a fixture)
 
@@ -83,19 +84,21 @@ def test_trainer_killed_mid_epoch_resumes_on_retry_and_registers_one_version(
     with open(log1, "w") as err:
         proc = subprocess.Popen(
             ["bash", "-c", bash_script(job, 1, VENV)], stdout=subprocess.PIPE, stderr=err, env=env
-        )  # the script `exec`s the trainer: proc.pid is the trainer itself
+        )
         deadline, killed_at = time.monotonic() + 600, None
         while proc.poll() is None and time.monotonic() < deadline:
             p = progress(ckpt)
             if p.get("stage") == "train" and p.get("epoch", 0) >= 2 and p.get("steps"):
                 per_epoch = p["steps"] // p["epochs"]
                 if p["step"] - per_epoch * (p["epoch"] - 1) >= per_epoch // 3:
-                    os.kill(proc.pid, signal.SIGKILL)
+                    trainer = psutil.Process(proc.pid).children()  # bash's child: the trainer itself
+                    assert len(trainer) == 1 and "train" in trainer[0].cmdline(), trainer
+                    trainer[0].send_signal(signal.SIGKILL)  # as the OOM killer would
                     killed_at = p
                     break
             time.sleep(0.02)
         proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and killed_at, log1.read_text()[-3000:]
+    assert proc.returncode == 128 + signal.SIGKILL and killed_at, log1.read_text()[-3000:]
     assert (ckpt / "epoch-001.ckpt.json").is_file() and not Path(job.try_dir(1)).exists()
     killed_run = json.loads((ckpt / "epoch-001.ckpt.json").read_text())["run_id"]
 
