@@ -248,6 +248,14 @@ def stack(postgres, imported_data, tmp_path_factory) -> Iterator[Stack]:
         subprocess.run(
             [str(BIN / "airflow"), "db", "migrate"], env=aenv, check=True, capture_output=True, timeout=300
         )
+        # The smoke test runs in the training env through the launcher's operator, in the `gpu` pool.
+        subprocess.run(
+            [str(BIN / "airflow"), "pools", "set", "gpu", "1", "training jobs"],
+            env=aenv,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         st.start(
             "api-server", [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(aport)], aenv
         )
