@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from unittest import mock
 import pytest
 from dag_helpers import small_slice
 from stack_helpers import http
+from stack_helpers import stop as stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -83,16 +83,7 @@ class Stack:
         return self.procs[name]
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+        stop_processes(self.procs)
 
     def tail(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace")[-3000:]
