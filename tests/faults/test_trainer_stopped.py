@@ -71,7 +71,10 @@ def test_sigterm_mid_epoch_ends_the_run_failed_and_leaves_nothing(
             assert line is not None, f"train ended before its first epoch: {''.join(seen)[-3000:]}"
             seen.append(line)
         os.killpg(proc.pid, signal.SIGTERM)
-        stdout, _ = proc.communicate(timeout=DEADLINE_S)
+        # Not communicate(): it would read stderr too, racing the pump for the last lines. Stdout holds at
+        # most one JSON line, far below a pipe's buffer, so waiting before reading it cannot block.
+        proc.wait(timeout=DEADLINE_S)
+        stdout = proc.stdout.read()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
