@@ -27,10 +27,10 @@ EXTRA=$#
 ignores=()
 for dir in "${HEAVY[@]}" tests/train; do ignores+=("--ignore=$dir"); done
 stream_a() {
-  local ok=0
-  run .venv/bin/pytest "${HEAVY[@]}" --basetemp="$tmp/a" "$@" || ok=1
-  run .venv-train/bin/pytest tests/train --basetemp="$tmp/train" "$@" || ok=1
-  return $ok
+  local failed=0
+  run .venv/bin/pytest "${HEAVY[@]}" --basetemp="$tmp/a" "$@" || failed=1
+  run .venv-train/bin/pytest tests/train --basetemp="$tmp/train" "$@" || failed=1
+  return $failed
 }
 stream_b() {
   run .venv/bin/pytest tests "${ignores[@]}" --basetemp="$tmp/b" "$@"
