@@ -29,7 +29,11 @@ class Settings(BaseSettings):
 
     project_dir: Path = Field(default_factory=Path.cwd, description="Root of the git + DVC repository.")
     data_dir: Path = Field(Path("data"), description="DVC-tracked data directory (relative to project_dir).")
-    shared_data: Path = Field(Path("../shared/data"), description="Staged NCBI release + MeSH 2017.")
+    shared_data: Path = Field(
+        Path("../shared/data"),
+        validation_alias=AliasChoices("NCBI_RETRAIN_SHARED_DATA", "NCBI_SHARED_DATA"),
+        description="Staged NCBI release + MeSH 2017 (also NCBI_SHARED_DATA, as the README and demo say).",
+    )
     work_dir: Path = Field(Path("runs"), description="Training outputs, one folder per run.")
 
     mlflow_tracking_uri: str = Field(

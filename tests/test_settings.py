@@ -55,3 +55,12 @@ def test_the_nightly_promote_mode_defaults_to_auto_and_is_configurable(monkeypat
     get_settings.cache_clear()
     monkeypatch.setenv("NCBI_RETRAIN_PROMOTE", "approve")
     assert get_settings().promote == "approve"
+
+
+@pytest.mark.parametrize("name", ["NCBI_SHARED_DATA", "NCBI_RETRAIN_SHARED_DATA"])
+def test_the_shared_release_is_found_by_the_documented_variable(monkeypatch, tmp_path, name):
+    """The README, `make demo` and the tests name NCBI_SHARED_DATA; `evolve` must honour it too."""
+    for var in ("NCBI_SHARED_DATA", "NCBI_RETRAIN_SHARED_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(name, str(tmp_path))
+    assert get_settings().shared_data == tmp_path
