@@ -274,9 +274,13 @@ def run_version(loop: Loop, tag: str, version: str, made: str) -> VersionOutcome
     drift_file = run / "validation" / "drift.json"
     warnings = []
     if drift_file.is_file():
-        warnings = sorted(
-            {w for c in json.loads(drift_file.read_text())["comparisons"] for w in c["warnings"]}
-        )
+        # One comparison per champion's data version: say which, or the same warning shows twice with
+        # two different "from" numbers and no way to tell them apart.
+        warnings = [
+            f"{w} (against {c['from']['why']})"
+            for c in json.loads(drift_file.read_text())["comparisons"]
+            for w in c["warnings"]
+        ]
     return VersionOutcome(tag, version, made, summary["dag_run_id"], str(run), models, warnings)
 
 

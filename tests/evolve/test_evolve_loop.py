@@ -119,6 +119,7 @@ def test_drift_is_in_the_validation_and_gate_reports(loop):
         report = (Path(v3.run_dir) / name / "decision.md").read_text()
         assert "## Data drift" in report and "entities per sentence moved" in report, name
     assert any("entities per sentence moved" in w for w in v3.drift_warnings)
+    assert all(" (against data of the " in w for w in v3.drift_warnings)  # which champion's data
 
 
 def test_the_outcome_files(loop):
