@@ -34,6 +34,7 @@ Load it again with `tasks.training.predict.load(PATH_OR_URI)`, or through MLflow
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import os
@@ -466,6 +467,10 @@ def train(
                 "resuming from epoch %d of %d (checkpoint %s)", resume.epoch, trainer.max_epochs, resume.path
             )
         reporter.stage("train", f"{trainer.max_epochs} epochs")
+        # The millions of objects that torch, NeMo and Lightning left are never freed: out of the cyclic
+        # GC's sight, a full collection no longer stalls a random step for ~0.5 s (measured on tiny runs).
+        gc.collect()
+        gc.freeze()
         t0, cpu0 = time.monotonic(), time.process_time()
         trainer.fit(model, ckpt_path=str(resume.path) if resume else None)
         fit_seconds = time.monotonic() - t0
