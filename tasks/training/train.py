@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import ServiceError, UsageError
@@ -267,6 +269,22 @@ def cpu_precision(cfg: DictConfig, bf16_supported: bool | None = None) -> str | 
     return f"this CPU has no native bf16 (AVX-512 BF16 or AMX): trainer.precision {precision} -> 32"
 
 
+class BF16MixedClipping(MixedPrecision):
+    """Lightning's `bf16-mixed` precision plugin, letting a fused optimizer clip gradients.
+
+    Lightning refuses gradient clipping with any optimizer that unscales gradients itself (fused AdamW),
+    a rule meant for `16-mixed`'s GradScaler; `bf16-mixed` has no scaler, so there is nothing to unscale
+    and clipping is exact (Lightning-AI/pytorch-lightning#21435, open). Everything else is Lightning's."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__("bf16-mixed", device)
+
+    def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=GradClipAlgorithmType.NORM):
+        if self.scaler is not None:  # never under bf16: a scaler keeps Lightning's rule
+            return super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
+        return Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
+
+
 def _copy_state(module) -> dict[str, Any]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -354,6 +372,11 @@ def build_model(
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_args["enable_checkpointing"] = checkpointing
+    if str(trainer_args.get("precision")) == "bf16-mixed":
+        accelerator = str(trainer_args.get("accelerator", "cpu"))
+        device = "cpu" if accelerator == "cpu" else "cuda"
+        trainer_args["plugins"] = [BF16MixedClipping(device=device)]
+        del trainer_args["precision"]  # Lightning refuses both a precision flag and a precision plugin
     trainer = pl.Trainer(**trainer_args, callbacks=list(callbacks), enable_progress_bar=False)
     if enable_tensorboard:
         exp_manager(trainer, cfg.get("exp_manager"))
