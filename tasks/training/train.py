@@ -372,12 +372,11 @@ def build_model(
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_args["enable_checkpointing"] = checkpointing
-    if str(trainer_args.get("precision")) == "bf16-mixed":
-        accelerator = str(trainer_args.get("accelerator", "cpu"))
-        device = "cpu" if accelerator == "cpu" else "cuda"
-        trainer_args["plugins"] = [BF16MixedClipping(device=device)]
-        del trainer_args["precision"]  # Lightning refuses both a precision flag and a precision plugin
     trainer = pl.Trainer(**trainer_args, callbacks=list(callbacks), enable_progress_bar=False)
+    chosen = trainer.strategy.precision_plugin
+    if isinstance(chosen, MixedPrecision) and chosen.precision == "bf16-mixed":
+        # the device Lightning resolved (accelerator auto included); this plugin can clip fused AdamW
+        trainer.strategy.precision_plugin = BF16MixedClipping(device=chosen.device)
     if enable_tensorboard:
         exp_manager(trainer, cfg.get("exp_manager"))
     model_cfg = copy.deepcopy(cfg.model)
