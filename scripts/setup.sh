@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create both virtual environments; re-running only installs what changed (a stamp per environment).
+# Create both virtual environments; re-running only installs what changed (a stamp per environment: the
+# hash of pyproject.toml and of this script).
 #   .venv        the `airflow` extra + the dev group (Airflow, MLflow, DVC, GX)
 #   .venv-train  the `train` extra + the dev group (torch from the local CPU wheel, NeMo, MLflow)
 # Two envs because the pins conflict: NeMo 2.4.1's lightning needs packaging<25, Airflow 3.3 needs >=25.
@@ -14,7 +15,7 @@ PYTHON=${PYTHON:-python3}
 INSTALLER=${SETUP_INSTALLER:-uv}
 UV_SPEC='uv>=0.13,<0.14'
 TOOLS=.tools
-stamp_of() { sha256sum pyproject.toml | cut -c1-16; }
+stamp_of() { cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16; }  # what builds an env
 started=$SECONDS
 say() { echo "setup: [$((SECONDS - started))s] $*"; }
 die() { echo "setup: $*" >&2; exit 1; }
@@ -105,12 +106,14 @@ put it in a folder and run with SETUP_FIND_LINKS=FOLDER, or use SETUP_INSTALLER=
       say "building $1 ($2) with $("$UV" --version) ..."
       if [[ $2 == train ]]; then
         # torchvision is excluded: PyPI's build does not import beside the CPU torch; NeMo runs without it.
-        # --compile-bytecode (pip's default, uv's opt-in): each train job imports NeMo's chain in a new
-        # process, and without .pyc files it compiles that from source: 30 s more per job on 2 cores, on
-        # every job where PYTHONDONTWRITEBYTECODE is set (docs/setup.md). The other env stays lazy: its
-        # compile would take setup past 2 min.
-        uv_env "$1" "$2" --find-links "$wheels" --constraint "$tmp/torch.txt" --excludes "$tmp/exclude.txt" \
-          --compile-bytecode
+        uv_env "$1" "$2" --find-links "$wheels" --constraint "$tmp/torch.txt" --excludes "$tmp/exclude.txt"
+        # Bytecode, as pip compiles by default: each train job imports NeMo's chain in a new process, and
+        # without .pyc files compiles it from source (~20 s more per job on 2 cores), on every job where
+        # PYTHONDONTWRITEBYTECODE is set (docs/setup.md). Not uv's --compile-bytecode: it compiles only
+        # the packages one install adds, never an env built before. Errors are py2-only test fixtures
+        # inside some packages. The other env stays lazy: its compile would take setup past 2 min.
+        say "compiling $1's bytecode ..."
+        "$1/bin/python" -m compileall -qq -j 0 "$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
       else
         uv_env "$1" "$2"
       fi
