@@ -110,8 +110,8 @@ put it in a folder and run with SETUP_FIND_LINKS=FOLDER, or use SETUP_INSTALLER=
         # Bytecode, as pip compiles by default: each train job imports NeMo's chain in a new process, and
         # without .pyc files compiles it from source (~20 s more per job on 2 cores), on every job where
         # PYTHONDONTWRITEBYTECODE is set (docs/setup.md). Not uv's --compile-bytecode: it compiles only
-        # the packages one install adds, never an env built before. Errors are py2-only test fixtures
-        # inside some packages. The other env stays lazy: its compile would take setup past 2 min.
+        # the packages one install adds, never an env built before. compileall's one error (exit 1) is a file
+        # torch ships for Python 3.12 only. The other env stays lazy: its compile would take setup past 2 min.
         say "compiling $1's bytecode ..."
         "$1/bin/python" -m compileall -qq -j 0 "$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
       else
