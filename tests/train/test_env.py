@@ -13,7 +13,7 @@ HOT_PATH = ("nemo_toolkit", "megatron_core", "lightning", "transformers", "torch
 
 def test_the_training_env_ships_compiled_bytecode():
     # Most of these files were never imported by this process: their .pyc can only come from the
-    # install (uv --compile-bytecode, or pip's default), not from a first import.
+    # install (setup's compileall after uv, or pip's default), not from a first import.
     uncompiled: dict[str, str] = {}
     for dist in HOT_PATH:
         sources = [f.locate() for f in importlib.metadata.distribution(dist).files or [] if f.suffix == ".py"]
