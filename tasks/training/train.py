@@ -13,7 +13,7 @@ Training batches hold items of similar length, each padded to its longest (tasks
 After every epoch the dev split is scored with the gate metric (strict entity F1 / macro-F1; encoded
 once, scored in length-sorted batches like test and `predict`, in the training precision: bf16
 autocast under `bf16-mixed`); NeMo's own validation loop does not run. Test is scored in fp32, as
-`evaluate` scores a champion. The weights of the best dev epoch (ties: the earlier) are the ones saved,
+`evaluate` scores a champion. The weights of the best dev epoch (ties: the later) are the ones saved,
 scored on test (once, at the end) and logged, so a longer schedule cannot make the model worse.
 
 Outputs in OUT: `model.nemo` (self-contained: restores without the encoder's directory),
@@ -173,7 +173,9 @@ class EpochMonitor(Callback):
             metrics, _, _ = score(pl_module, self.task, self.dev, self._encoded)
         dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
         value = float(metrics[self.gate])
-        if value > self.best_value:  # ties keep the earlier epoch
+        # Ties go to the later epoch: the schedule's end is the default model, and an earlier epoch is
+        # kept only when dev says it is strictly better (a coarse dev metric often ties across epochs).
+        if value >= self.best_value:
             self.best_epoch, self.best_value = epoch, value
             self._best_state = None if epoch == trainer.max_epochs else _copy_state(pl_module)
         row = {
