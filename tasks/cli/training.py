@@ -173,11 +173,16 @@ def predict(
     as_json: bool = _JSON,
     verbose: bool = _VERBOSE,
 ) -> None:
-    """Classify abstracts (class + probabilities) or tag sentences (disease spans)."""
+    """Classify abstracts (class + probabilities) or tag sentences (disease spans).
+
+    NER reads the sentences given as one abstract: a short form defined in one ("Stevens-Johnson syndrome
+    (SJS)") is tagged as its long form is wherever it appears (tasks/training/abbreviations.py).
+    """
     _setup_logging(verbose)
     from tasks.training.predict import load, predict_texts
 
-    rows = predict_texts(load(model, task.value), task.value, texts)
+    # NER: the sentences given are read as one abstract (an abbreviation defined in one applies to all)
+    rows = predict_texts(load(model, task.value), task.value, texts, [0] * len(texts))
     if as_json:
         _print_json(json.dumps({"predictions": rows}))
         return

@@ -6,11 +6,14 @@ usage error (exit 2), malformed content a data error (exit 1).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import DataError, UsageError
 from tasks.vocab import CLASS_LABELS, SPLITS, TAGS
+
+log = logging.getLogger("ncbi_retrain.train")
 
 
 @dataclass
@@ -21,6 +24,8 @@ class Split:
     ids: list[str]
     texts: list[str]
     labels: list = field(default_factory=list)  # classifier: list[int]; ner: list[list[str]]
+    # ner: the abstract (tc3 row) each sentence comes from; None when tc3 is absent or does not match
+    documents: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -98,7 +103,38 @@ def read_ner_split(data: Path, split: str) -> Split:
         labels.append(line_tags)
     if not sentences:
         raise DataError(f"{text_path}: no sentences")
-    return Split(split, [str(i) for i in range(len(sentences))], sentences, labels)
+    ids = [str(i) for i in range(len(sentences))]
+    return Split(split, ids, sentences, labels, sentence_documents(data, split, sentences))
+
+
+def sentence_documents(data: Path, split: str, sentences: list[str]) -> list[int] | None:
+    """The tc3 row (abstract) of each ner3 sentence: `data import` writes both from the same documents in
+    the same order (tc3's rows sorted by PMID, ner3's sentences in that order), so the sentences, spaces
+    removed, spell out the abstracts one after another. None (with a warning) when they do not, e.g. a
+    data directory without tc3: abbreviations are then resolved within each sentence only."""
+    path = Path(data) / "tc3" / f"{split}.tsv"
+    if not path.is_file():
+        return None
+    docs = ["".join(line.rpartition("\t")[0].split()) for line in _lines(path)]
+    owner, doc, pos = [], 0, 0
+    for n, sentence in enumerate(sentences, 1):
+        chars = "".join(sentence.split())
+        if doc < len(docs) and docs[doc].startswith(chars, pos):
+            pos += len(chars)
+        elif doc + 1 < len(docs) and pos == len(docs[doc]) and docs[doc + 1].startswith(chars):
+            doc, pos = doc + 1, len(chars)
+        else:
+            log.warning(
+                "ner3/text_%s.txt:%d does not continue tc3/%s.tsv row %d: abbreviations resolved per "
+                "sentence",
+                split,
+                n,
+                split,
+                doc + 1,
+            )
+            return None
+        owner.append(doc)
+    return owner
 
 
 def read_split(model: str, data: Path, split: str) -> Split:

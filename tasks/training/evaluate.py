@@ -17,7 +17,7 @@ def score(model, task: str, split: Split, encoded=None) -> tuple[dict, list[dict
     """(metrics, items, predictions) of `model` on `split`; items are in split order. `encoded` is the
     split's texts already tokenised for this model (`tasks.training.predict.encode`), else done here."""
     from tasks.metrics import classifier_metrics, ner_metrics
-    from tasks.training.predict import encode, run
+    from tasks.training.predict import encode, resolve_abbreviations, run
 
     preds = run(model, encoded if encoded is not None else encode(model, task, split.texts))
     if task == "classifier":
@@ -27,6 +27,7 @@ def score(model, task: str, split: Split, encoded=None) -> tuple[dict, list[dict
             {"id": i, "gold": g, "pred": p} for i, g, p in zip(split.ids, split.labels, pred, strict=True)
         ]
         return metrics, items, preds
+    preds = resolve_abbreviations(model, split.texts, preds, split.documents)
     metrics, items = ner_metrics(split.labels, preds)
     for it, sid in zip(items, split.ids, strict=True):
         it["id"] = sid

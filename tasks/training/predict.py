@@ -188,8 +188,24 @@ def resolve_nemo(ref: str) -> Path:
     return found[0]
 
 
-def predict_texts(model, task: str, texts: Sequence[str]) -> list[dict]:
-    """Human/JSON-friendly predictions: classifier {label, name, probabilities}; NER {tags, entities}."""
+def resolve_abbreviations(
+    model, sentences: Sequence[str], tags: list[list[str]], documents: Sequence[int] | None = None
+) -> list[list[str]]:
+    """`tags` after the model's abbreviation step (tasks/training/abbreviations.py), when its config has
+    it; `documents` gives each sentence's document (None: each sentence is its own)."""
+    from tasks.training.abbreviations import enabled, resolve
+
+    if not enabled(model):
+        return tags
+    docs = range(len(sentences)) if documents is None else documents
+    return resolve([s.split() for s in sentences], tags, docs)[0]
+
+
+def predict_texts(
+    model, task: str, texts: Sequence[str], documents: Sequence[int] | None = None
+) -> list[dict]:
+    """Human/JSON-friendly predictions: classifier {label, name, probabilities}; NER {tags, entities}.
+    NER: `documents` gives each sentence's document for abbreviation resolution (None: each its own)."""
     if task == "classifier":
         rows = []
         for p in classify(model, texts):
@@ -197,6 +213,5 @@ def predict_texts(model, task: str, texts: Sequence[str]) -> list[dict]:
             rows.append({"label": label, "name": class_name(label), "probabilities": p})
         return rows
     sentences = [" ".join(t.split()) for t in texts]
-    return [
-        {"tags": t, "entities": spans(s, t)} for s, t in zip(sentences, tag(model, sentences), strict=True)
-    ]
+    tags = resolve_abbreviations(model, sentences, tag(model, sentences), documents)
+    return [{"tags": t, "entities": spans(s, t)} for s, t in zip(sentences, tags, strict=True)]

@@ -2,7 +2,8 @@
 
 `mlflow.pyfunc.load_model(uri).predict(["text", ...])` returns a DataFrame: classifier columns `label`,
 `name`, `p_cancer`, `p_neurological`, `p_other`; NER columns `tags` (space-separated B/I/O, one per
-whitespace token) and `entities` (JSON list of disease strings). Needs the training env.
+whitespace token) and `entities` (JSON list of disease strings). A NER DataFrame may carry a `document`
+column beside `text`: sentences of one document share their abbreviations. Needs the training env.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class NemoPyfunc(mlflow.pyfunc.PythonModel):
         from tasks.training.predict import predict_texts
 
         texts = _texts(model_input)
-        rows = predict_texts(self.model, self.task, texts)
+        rows = predict_texts(self.model, self.task, texts, _documents(model_input))
         if self.task == "classifier":
             return pd.DataFrame(
                 [
@@ -64,6 +65,16 @@ def _texts(model_input) -> list[str]:
     if isinstance(model_input, str):
         return [model_input]
     return [str(t) for t in model_input]
+
+
+def _documents(model_input) -> list | None:
+    """NER: a DataFrame's `document` column groups sentences for abbreviation resolution (an abbreviation
+    defined in one sentence applies to the others of its document); without it each text stands alone."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame) and "document" in model_input.columns:
+        return list(model_input["document"])
+    return None
 
 
 def log_pyfunc(task: str, nemo_path: Path):
