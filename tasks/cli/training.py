@@ -170,19 +170,27 @@ def predict(
     task: Model = typer.Argument(..., help="classifier or ner."),
     texts: list[str] = typer.Argument(..., help="Texts to classify, or sentences to tag."),
     model: str = typer.Option(..., "--model", help="A .nemo path or an MLflow models:/ or runs:/ URI."),
+    one_abstract: bool = typer.Option(
+        False,
+        "--one-abstract",
+        help="NER: the sentences are one abstract's, so an abbreviation defined in one applies to all.",
+    ),
     as_json: bool = _JSON,
     verbose: bool = _VERBOSE,
 ) -> None:
     """Classify abstracts (class + probabilities) or tag sentences (disease spans).
 
-    NER reads the sentences given as one abstract: a short form defined in one ("Stevens-Johnson syndrome
-    (SJS)") is tagged as its long form is wherever it appears (tasks/training/abbreviations.py).
+    NER resolves abbreviations after tagging: a short form defined in a sentence ("Stevens-Johnson
+    syndrome (SJS)") is tagged as its long form is wherever it appears in that sentence, or in all the
+    sentences given with --one-abstract (tasks/training/abbreviations.py). Example:
+
+      ncbi-retrain predict ner --model m.nemo --one-abstract "Stevens-Johnson syndrome ( SJS ) ." "SJS ."
     """
     _setup_logging(verbose)
     from tasks.training.predict import load, predict_texts
 
-    # NER: the sentences given are read as one abstract (an abbreviation defined in one applies to all)
-    rows = predict_texts(load(model, task.value), task.value, texts, [0] * len(texts))
+    documents = [0] * len(texts) if one_abstract else None  # None: each sentence stands alone
+    rows = predict_texts(load(model, task.value), task.value, texts, documents)
     if as_json:
         _print_json(json.dumps({"predictions": rows}))
         return

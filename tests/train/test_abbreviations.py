@@ -3,6 +3,7 @@ document, and the model's config decides whether scoring and prediction apply it
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -121,3 +122,26 @@ def test_pyfunc_reads_a_document_column() -> None:
     frame = pd.DataFrame({"text": [" ".join(DEFINED), " ".join(USED)], "document": ["a", "a"]})
     assert _documents(frame) == ["a", "a"]
     assert _documents(frame[["text"]]) is None and _documents([" ".join(USED)]) is None
+
+
+def test_predict_one_abstract_carries_a_definition_to_the_other_sentences(
+    trained: dict, train_python: Path, mlflow_env: dict[str, str]
+) -> None:
+    """`predict ner --one-abstract`: the standalone "SJS" follows the verdict on its long form in the
+    first sentence (whatever the tiny model tagged there); without the flag it keeps the tagger's own tag."""
+    from train_helpers import run_cli
+
+    sentences = [" ".join(DEFINED), "Two patients with SJS recovered ."]
+    nemo = str(trained["ner"]["out"] / "model.nemo")
+    rows = {}
+    for flag in ([], ["--one-abstract"]):
+        proc = run_cli(
+            train_python, ["predict", "ner", "--model", nemo, "--json", *flag, *sentences], mlflow_env
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows[bool(flag)] = json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
+    alone, together = rows[False], rows[True]
+    verdict = "O" if together[0]["tags"][3] == "O" else "B"  # "syndrome": the long form's last word
+    assert together[1]["tags"][3] == verdict
+    assert together[0]["tags"] == alone[0]["tags"]  # the defining sentence resolves the same either way
+    assert together[1]["tags"][:3] + together[1]["tags"][4:] == alone[1]["tags"][:3] + alone[1]["tags"][4:]
