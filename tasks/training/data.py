@@ -108,31 +108,39 @@ def read_ner_split(data: Path, split: str) -> Split:
 
 
 def sentence_documents(data: Path, split: str, sentences: list[str]) -> list[int] | None:
-    """The tc3 row (abstract) of each ner3 sentence: `data import` writes both from the same documents in
-    the same order (tc3's rows sorted by PMID, ner3's sentences in that order), so the sentences, spaces
-    removed, spell out the abstracts one after another. None (with a warning) when they do not, e.g. a
-    data directory without tc3: abbreviations are then resolved within each sentence only."""
+    """The tc3 row (abstract) of each ner3 sentence. `data import` and `data add` write both from the same
+    documents, each document's sentences together (tc3 sorted by PMID; `data add` appends its sentences
+    after the split's existing ones), so a run of sentences, spaces removed, spells out one tc3 row from its
+    start. None (with a warning) when a sentence fits no row, e.g. a data directory without tc3:
+    abbreviations are then resolved within each sentence only."""
     path = Path(data) / "tc3" / f"{split}.tsv"
     if not path.is_file():
         return None
     docs = ["".join(line.rpartition("\t")[0].split()) for line in _lines(path)]
-    owner, doc, pos = [], 0, 0
+    owner: list[int] = []
+    doc, pos, used = -1, 0, set()
     for n, sentence in enumerate(sentences, 1):
         chars = "".join(sentence.split())
-        if doc < len(docs) and docs[doc].startswith(chars, pos):
+        if doc >= 0 and docs[doc].startswith(chars, pos):
             pos += len(chars)
-        elif doc + 1 < len(docs) and pos == len(docs[doc]) and docs[doc + 1].startswith(chars):
-            doc, pos = doc + 1, len(chars)
-        else:
-            log.warning(
-                "ner3/text_%s.txt:%d does not continue tc3/%s.tsv row %d: abbreviations resolved per "
-                "sentence",
-                split,
-                n,
-                split,
-                doc + 1,
-            )
-            return None
+        else:  # a new document: the next row in order, else any unused row it starts
+            after = (j for j in range(doc + 1, len(docs)) if j not in used)
+            start = next((j for j in after if docs[j].startswith(chars)), None)
+            if start is None:
+                start = next(
+                    (j for j in range(len(docs)) if j not in used and docs[j].startswith(chars)), None
+                )
+            if start is None:
+                log.warning(
+                    "ner3/text_%s.txt:%d does not start or continue a row of tc3/%s.tsv: abbreviations "
+                    "resolved per sentence",
+                    split,
+                    n,
+                    split,
+                )
+                return None
+            doc, pos = start, len(chars)
+            used.add(doc)
         owner.append(doc)
     return owner
 

@@ -79,13 +79,28 @@ def test_sentences_are_matched_to_their_abstracts(tmp_path: Path) -> None:
     assert read_split("ner", data, "dev").documents == [0, 0, 1]
 
 
+def test_sentences_appended_after_the_sorted_rows_still_find_their_abstracts(tmp_path: Path) -> None:
+    """`data add` re-sorts tc3 by PMID but appends its ner3 sentences after the split's existing ones."""
+    data = _data(
+        tmp_path,
+        ["Loss of VHL causes tumours. VHL is a gene.", "Stevens-Johnson syndrome (SJS). SJS is rare."],
+        [
+            "Stevens - Johnson syndrome ( SJS ) .",
+            "SJS is rare .",
+            "Loss of VHL causes tumours .",
+            "VHL is a gene .",
+        ],
+    )
+    assert read_split("ner", data, "dev").documents == [1, 1, 0, 0]
+
+
 def test_sentences_that_do_not_spell_the_abstracts_give_no_documents(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = _data(tmp_path, ["Loss of VHL causes tumours."], ["Loss of VHL causes tumours .", "Another one ."])
     with caplog.at_level(logging.WARNING, logger="ncbi_retrain.train"):
         assert read_split("ner", data, "dev").documents is None
-    assert "ner3/text_dev.txt:2 does not continue tc3/dev.tsv row 1" in caplog.text
+    assert "ner3/text_dev.txt:2 does not start or continue a row of tc3/dev.tsv" in caplog.text
     (data / "tc3" / "dev.tsv").unlink()
     assert sentence_documents(data, "dev", ["Loss of VHL causes tumours ."]) is None
 
