@@ -2,8 +2,10 @@
 
 `mlflow.pyfunc.load_model(uri).predict(["text", ...])` returns a DataFrame: classifier columns `label`,
 `name`, `p_cancer`, `p_neurological`, `p_other`; NER columns `tags` (space-separated B/I/O, one per
-whitespace token) and `entities` (JSON list of disease strings). A NER DataFrame may carry a `document`
-column beside `text`: sentences of one document share their abbreviations. Needs the training env.
+whitespace token) and `entities` (JSON list of disease strings). NER takes the inference param
+`documents` (MLflow's params, declared in the signature): one integer per text, sentences with the same
+one share their abbreviations, `predict(texts, params={"documents": [0, 0, 1]})`; without it each text
+stands alone. Needs the training env.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class NemoPyfunc(mlflow.pyfunc.PythonModel):
         from tasks.training.predict import predict_texts
 
         texts = _texts(model_input)
-        rows = predict_texts(self.model, self.task, texts, _documents(model_input))
+        rows = predict_texts(self.model, self.task, texts, _documents(texts, params))
         if self.task == "classifier":
             return pd.DataFrame(
                 [
@@ -67,20 +69,22 @@ def _texts(model_input) -> list[str]:
     return [str(t) for t in model_input]
 
 
-def _documents(model_input) -> list | None:
-    """NER: a DataFrame's `document` column groups sentences for abbreviation resolution (an abbreviation
-    defined in one sentence applies to the others of its document); without it each text stands alone."""
-    import pandas as pd
-
-    if isinstance(model_input, pd.DataFrame) and "document" in model_input.columns:
-        return list(model_input["document"])
-    return None
+def _documents(texts: list[str], params: dict | None) -> list[int] | None:
+    """NER: the `documents` param (one integer per text) groups sentences for abbreviation resolution;
+    empty or absent: each text stands alone."""
+    documents = list((params or {}).get("documents") or [])
+    if not documents:
+        return None
+    if len(documents) != len(texts):
+        raise ValueError(f"params.documents has {len(documents)} values for {len(texts)} texts")
+    return [int(d) for d in documents]
 
 
 def log_pyfunc(task: str, nemo_path: Path):
     """Log the pyfunc (signature + input example, explicit requirements so logging skips inference)."""
     import pandas as pd
     from mlflow.models import infer_signature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     example = INPUT_EXAMPLE[task]
     if task == "classifier":
@@ -90,6 +94,8 @@ def log_pyfunc(task: str, nemo_path: Path):
     else:
         out = pd.DataFrame([{"tags": "O O O B I O", "entities": "[]"}])
     signature = infer_signature(example, out)  # one unnamed string column: predict(["..."]) works
+    if task == "ner":  # MLflow drops input columns the signature lacks: the grouping travels as a param
+        signature.params = ParamSchema([ParamSpec("documents", "long", [], (-1,))])
     reqs = _requirements()
     return mlflow.pyfunc.log_model(
         name="model",

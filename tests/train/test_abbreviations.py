@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -129,14 +130,39 @@ def test_the_models_config_switches_the_step_for_scoring_and_prediction(trained:
     assert resolve_abbreviations(model, sentences, [tagged, o(USED)], [0, 0])[1] == o(USED)
 
 
-def test_pyfunc_reads_a_document_column() -> None:
-    import pandas as pd
-
-    from tasks.training.pyfunc import _documents
-
-    frame = pd.DataFrame({"text": [" ".join(DEFINED), " ".join(USED)], "document": ["a", "a"]})
-    assert _documents(frame) == ["a", "a"]
-    assert _documents(frame[["text"]]) is None and _documents([" ".join(USED)]) is None
+def test_the_logged_pyfunc_takes_documents_as_an_inference_param(
+    trained: dict, train_python: Path, mlflow_env: dict[str, str]
+) -> None:
+    """Through MLflow (which drops input columns its signature lacks): `params={"documents": [...]}`
+    resolves as `predict_texts` does with the same grouping; none: each text alone; a wrong length: error."""
+    code = (
+        "import json, sys, mlflow\n"
+        "from tasks.training.predict import load, predict_texts\n"
+        "uri, nemo, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\n"
+        "m, model = mlflow.pyfunc.load_model(uri), load(nemo, 'ner')\n"
+        "out = {'params': m.metadata.get_params_schema().to_dict()}\n"
+        "for key, docs in (('together', [0, 0]), ('alone', None)):\n"
+        "    df = m.predict(texts, params={'documents': docs} if docs else None)\n"
+        "    out[key] = list(df['tags'])\n"
+        "    rows = predict_texts(model, 'ner', texts, docs)\n"
+        "    out[key + '_direct'] = [' '.join(r['tags']) for r in rows]\n"
+        "try:\n"
+        "    m.predict(texts, params={'documents': [0]})\n"
+        "except Exception as exc:\n"
+        "    out['error'] = str(exc)\n"
+        "print(json.dumps(out))\n"
+    )
+    texts = [" ".join(DEFINED), " ".join(USED)]
+    nemo = str(trained["ner"]["out"] / "model.nemo")
+    args = [str(train_python), "-c", code, trained["ner"]["result"]["model_uri"], nemo, json.dumps(texts)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=mlflow_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["params"][0]["name"] == "documents" and out["params"][0]["default"] == []
+    assert out["together"] == out["together_direct"] and out["alone"] == out["alone_direct"]
+    verdict = "O" if out["together"][0].split()[3] == "O" else "B"  # "syndrome": the long form's last word
+    assert out["together"][1].split()[3] == verdict
+    assert "params.documents has 1 values for 2 texts" in out["error"]
 
 
 def test_predict_one_abstract_carries_a_definition_to_the_other_sentences(
