@@ -5,9 +5,10 @@ A tagger that reads one sentence at a time cannot know that "SJS" four sentences
 NCBI's Ab3P (through `pyab3p`, the binding Flair's biomedical taggers use) finds the pairs in each document;
 then every standalone occurrence of a short form in that document gets its long form's verdict: tagged when
 the long form's last word is inside a predicted entity, untagged when it is not. This is the abbreviation
-step of the NCBI disease corpus's own taggers (DNorm, TaggerOne). Dev strict F1 +0.009 and +0.011 on two
+step of the NCBI disease corpus's own taggers (DNorm, TaggerOne). Dev strict F1 +0.0115 and +0.011 on two
 seeds of the cpu profile (tasks/training/RESULTS.md); it needs no training and costs ~0.03 s per 100
-abstracts.
+abstracts. Ab3P is the library; the rule that applies its pairs to B/I/O tags is written here because no
+maintained package does that (Flair and scispacy use the pairs for entity linking, not for tagging).
 
 The step is part of the model: `model.abbreviations` in its config (true for models trained since it was
 added) turns it on for dev scoring, test scoring, `evaluate`, `predict` and the MLflow pyfunc alike, so a
