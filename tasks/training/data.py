@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from tasks.errors import DataError, UsageError
@@ -123,13 +124,9 @@ def sentence_documents(data: Path, split: str, sentences: list[str]) -> list[int
         chars = "".join(sentence.split())
         if doc >= 0 and docs[doc].startswith(chars, pos):
             pos += len(chars)
-        else:  # a new document: the next row in order, else any unused row it starts
-            after = (j for j in range(doc + 1, len(docs)) if j not in used)
-            start = next((j for j in after if docs[j].startswith(chars)), None)
-            if start is None:
-                start = next(
-                    (j for j in range(len(docs)) if j not in used and docs[j].startswith(chars)), None
-                )
+        else:  # a new document: the first unused row it starts, looking after the current row first
+            rows = chain(range(doc + 1, len(docs)), range(doc + 1))
+            start = next((j for j in rows if j not in used and docs[j].startswith(chars)), None)
             if start is None:
                 log.warning(
                     "ner3/text_%s.txt:%d does not start or continue a row of tc3/%s.tsv: abbreviations "
