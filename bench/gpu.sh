@@ -97,7 +97,7 @@ pins = dict(re.match(r"([\w.-]+)==([\w.]+)", l).groups() for l in open("bench/gp
             if re.match(r"[\w.-]+==", l))
 bad = [n for n in ("nemo-toolkit", "lightning", "transformers", "megatron-core") if md.version(n) != pins[n]]
 from nemo.collections.nlp.models import TextClassificationModel, TokenClassificationModel  # noqa: F401
-import pyab3p, pydantic_settings, seqeval, typer  # noqa: F401
+import pyab3p, pydantic_settings, seqeval, torchcrf, typer  # noqa: F401
 import tasks.training.train  # noqa: F401
 print(" ".join(f"{n} {md.version(n)}" for n in ("nemo-toolkit", "lightning", "transformers", "torch")))
 sys.exit(1 if bad else 0)

@@ -85,7 +85,8 @@ def _batches(enc: Encoded, batch_size: int) -> list[list[int]]:
 
 def run(model, enc: Encoded, batch_size: int | None = None) -> list:
     """Predictions for encoded texts, each batch padded to its longest item: class probabilities
-    (classifier) or one B/I/O tag per whitespace token, valid IOB2 (NER)."""
+    (classifier) or one B/I/O tag per whitespace token, valid IOB2 (NER; decoded by the model's
+    `model.decoding`: argmax, or constrained Viterbi, tasks/training/decoding.py)."""
     import torch
 
     device = next(model.parameters()).device
@@ -103,8 +104,12 @@ def run(model, enc: Encoded, batch_size: int | None = None) -> list:
                 for i, row in zip(idx, torch.softmax(logits.float(), dim=-1).tolist(), strict=True):
                     out[i] = row
             return out
+        from tasks.training.decoding import decoder, viterbi
+
         input_ids, segment_ids, input_mask, subtokens_mask = enc.features[:4]
         ids_to_labels = {int(v): str(k) for k, v in model._cfg.label_ids.items()}
+        labels = [ids_to_labels[j] for j in range(len(ids_to_labels))]
+        constrained = decoder(model) == "viterbi"
         for idx in _batches(enc, batch_size or TAG_BATCH):
             longest = max(enc.lengths[i] for i in idx)  # get_features padded to the longest text
 
@@ -114,11 +119,17 @@ def run(model, enc: Encoded, batch_size: int | None = None) -> list:
             logits = model.forward(
                 input_ids=rows(input_ids), token_type_ids=rows(segment_ids), attention_mask=rows(input_mask)
             )
-            preds = logits.argmax(dim=-1).tolist()
-            for row, i in enumerate(idx):
-                mask = subtokens_mask[i][:longest]
-                tags = [ids_to_labels[p] for p, m in zip(preds[row], mask, strict=True) if m]
-                out[i] = repair_iob2(["O"] * (enc.words[i] - len(tags)) + tags)
+            words = rows(subtokens_mask).bool()  # each word's first subword
+            if constrained:
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                batch_tags = viterbi([lp[m] for lp, m in zip(log_probs, words, strict=True)], labels)
+            else:
+                best = logits.argmax(dim=-1)
+                batch_tags = [
+                    repair_iob2([labels[p] for p in b[m].tolist()]) for b, m in zip(best, words, strict=True)
+                ]
+            for tags, i in zip(batch_tags, idx, strict=True):
+                out[i] = ["O"] * (enc.words[i] - len(tags)) + tags
     return out
 
 
