@@ -107,11 +107,27 @@ def log_pyfunc(task: str, nemo_path: Path):
     )
 
 
+# What a model server must install (it reads requirements.txt only): NeMo's stack, and what NER scoring
+# imports beyond it (Ab3P for abbreviations, pytorch-crf for Viterbi decoding, seqeval for entity spans).
+SERVING_DISTRIBUTIONS = (
+    "ncbi-retrain",
+    "nemo_toolkit",
+    "torch",
+    "transformers",
+    "lightning",
+    "mlflow",
+    "pandas",
+    "pyab3p",
+    "pytorch-crf",
+    "seqeval",
+)
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for name in ("ncbi-retrain", "nemo_toolkit", "torch", "transformers", "lightning", "mlflow", "pandas"):
+    for name in SERVING_DISTRIBUTIONS:
         try:
             reqs.append(f"{name}=={version(name)}")
         except PackageNotFoundError:

@@ -129,6 +129,35 @@ def test_pyfunc_loads_back_and_predicts_in_a_fresh_process(
     assert isinstance(json.loads(out["ner"][0]["entities"]), list)
 
 
+def test_the_logged_pyfunc_requires_what_ner_serving_imports(
+    trained: dict, train_python: Path, mlflow_env: dict
+) -> None:
+    """A model server installs the logged requirements.txt only: each distribution that NER serving imports
+    beyond NeMo's stack (Ab3P, pytorch-crf, seqeval), seen in a fresh process after a real prediction, is
+    listed at the version the model was trained with."""
+    code = (
+        "import json, sys, mlflow, importlib.metadata as md\n"
+        "uri = sys.argv[1]\n"
+        "mlflow.pyfunc.load_model(uri).predict(['Two patients with SJS recovered .'])\n"
+        "reqs = open(mlflow.pyfunc.get_model_dependencies(uri)).read().split()\n"
+        "dists = md.packages_distributions()\n"
+        "used = {m: f'{dists[m][0]}=={md.version(dists[m][0])}' for m in ('pyab3p', 'torchcrf', 'seqeval')\n"
+        "        if m in sys.modules}\n"
+        "print(json.dumps({'used': used, 'reqs': reqs}))\n"
+    )
+    proc = subprocess.run(
+        [str(train_python), "-c", code, trained["ner"]["result"]["model_uri"]],
+        capture_output=True,
+        text=True,
+        env=mlflow_env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out["used"]) == {"pyab3p", "torchcrf", "seqeval"}
+    assert set(out["used"].values()) <= set(out["reqs"])
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_nemo_restores_after_the_encoder_dir_is_gone(
     trained: dict, train_python: Path, mlflow_env: dict, tmp_path: Path, task: str
