@@ -40,6 +40,10 @@ def _allowed(previous: str | None, tag: str) -> bool:
     return previous[2:] == tag[2:]
 
 
+def _valid(tags: Sequence[str]) -> bool:
+    return all(_allowed(tags[i - 1] if i else None, tag) for i, tag in enumerate(tags))
+
+
 @lru_cache(maxsize=4)
 def _crf(labels: tuple[str, ...]):
     """A CRF whose transitions encode IOB2's rules over `labels` (index order), nothing learned."""
@@ -66,8 +70,11 @@ def viterbi(log_probs: Sequence, labels: Sequence[str]) -> list[list[str]]:
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
-    out: list[list[str]] = [[] for _ in log_probs]
-    rows = [i for i, lp in enumerate(log_probs) if len(lp)]
+    # Transitions only forbid, never score: where the per-word argmax already is valid IOB2 it is the best
+    # valid path, so only the other sentences (30 of 923 on dev for the cpu profile) go through the CRF,
+    # whose backtrace runs in Python per word.
+    out = [[labels[j] for j in lp.argmax(dim=-1).tolist()] for lp in log_probs]
+    rows = [i for i, tags in enumerate(out) if not _valid(tags)]
     if not rows:
         return out
     emissions = pad_sequence([log_probs[i] for i in rows], batch_first=True)
