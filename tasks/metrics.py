@@ -64,7 +64,8 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[int, int]]:
 def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[dict, list[dict]]:
     """Strict-IOB2 entity P/R/F1 (seqeval),
     token accuracy and macro-F1 over B/I/O; per-sentence tp/fp/fn."""
-    from seqeval.metrics import f1_score, precision_score, recall_score
+    # What seqeval's precision_score / recall_score / f1_score(mode="strict") each call: one pass, not three.
+    from seqeval.metrics.v1 import precision_recall_fscore_support
     from seqeval.scheme import IOB2
 
     if len(gold) != len(pred):
@@ -76,12 +77,14 @@ def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
         gs, ps = entity_spans(g), entity_spans(p)
         items.append({"id": str(i), "tp": len(gs & ps), "fp": len(ps - gs), "fn": len(gs - ps)})
     y_true, y_pred = [_typed(g) for g in gold], [_typed(p) for p in pred]
-    kw = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="micro", scheme=IOB2, zero_division=0
+    )
     token = classifier_metrics([t for s in gold for t in s], [t for s in pred for t in s], labels=TAGS)
     metrics = {
-        "entity_precision": float(precision_score(y_true, y_pred, **kw)),
-        "entity_recall": float(recall_score(y_true, y_pred, **kw)),
-        "entity_f1": float(f1_score(y_true, y_pred, **kw)),
+        "entity_precision": float(precision),
+        "entity_recall": float(recall),
+        "entity_f1": float(f1),
         "token_accuracy": token["accuracy"],
         "token_macro_f1": token["macro_f1"],
         "token_f1": {tag: token["per_class"][tag]["f1"] for tag in TAGS},
