@@ -7,11 +7,12 @@ written. The ranges are pydantic types, checked on the flattened config.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import PositiveFloat, PositiveInt, TypeAdapter, ValidationError
 
 from tasks.errors import UsageError
+from tasks.training.decoding import DECODERS
 
 # (key, or `.suffix` for every key ending so) -> the type its value must validate as, and why
 RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
@@ -19,6 +20,7 @@ RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
     ("model.optim.lr", TypeAdapter(PositiveFloat), "a learning rate"),
     (".batch_size", TypeAdapter(PositiveInt), "items per step"),
     (".max_seq_length", TypeAdapter(PositiveInt), "tokens per item"),
+    ("model.decoding", TypeAdapter(Literal[DECODERS]), "how NER tags are decoded"),
 )
 
 

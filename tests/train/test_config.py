@@ -81,6 +81,7 @@ def test_tiny_profile_has_no_weight_decay() -> None:
         ("trainer.max_epochs=three", "config key 'trainer.max_epochs': value 'three' of type 'str'"),
         ("trainer.enable_checkpointing=maybe", "config key 'trainer.enable_checkpointing'"),
         ("model.optim.lr=null", "config key 'model.optim.lr'"),
+        ("model.decoding=beam", "'model.decoding' is 'beam': input should be 'argmax' or 'viterbi'"),
     ],
 )
 def test_bad_override_is_one_clear_sentence(override: str, words: str) -> None:
