@@ -68,6 +68,7 @@ def viterbi(log_probs: Sequence, labels: Sequence[str]) -> list[list[str]]:
     word's first subword; `labels`: the tag of each column. Sentences without words give [].
     """
     import torch
+    import torchcrf  # noqa: F401  imported on every call, so a server without it fails on its first request
     from torch.nn.utils.rnn import pad_sequence
 
     # Transitions only forbid, never score: where the per-word argmax already is valid IOB2 it is the best
