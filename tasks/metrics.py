@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.vocab import CLASS_LABELS, ENTITY_TYPE, TAGS
+from tasks.vocab import CLASS_LABELS, ENTITY_TYPE, TAGS, Model
 
 
 def classifier_metrics(
@@ -61,13 +61,31 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[int, int]]:
     return {(e.start, e.end) for e in ents}
 
 
-def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[dict, list[dict]]:
-    """Strict-IOB2 entity P/R/F1 (seqeval),
-    token accuracy and macro-F1 over B/I/O; per-sentence tp/fp/fn."""
+def entity_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[float, float, float]:
+    """Strict-IOB2 entity (precision, recall, F1), micro over sentences (seqeval)."""
     # What seqeval's precision_score / recall_score / f1_score(mode="strict") each call: one pass, not three.
     from seqeval.metrics.v1 import precision_recall_fscore_support
     from seqeval.scheme import IOB2
 
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        [_typed(g) for g in gold], [_typed(p) for p in pred], average="micro", scheme=IOB2, zero_division=0
+    )
+    return float(precision), float(recall), float(f1)
+
+
+def gate_value(task: str, gold: Sequence, pred: Sequence) -> float:
+    """The gate metric alone (`GATE_METRIC[task]`): what per-epoch dev scoring needs, without the
+    per-item outcomes and token-level tables of the full metrics (a third of the NER cost)."""
+    if task == Model.ner:
+        return entity_prf(gold, pred)[2]
+    return classifier_metrics(gold, pred)["macro_f1"]
+
+
+def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[dict, list[dict]]:
+    """Strict-IOB2 entity P/R/F1 (seqeval),
+    token accuracy and macro-F1 over B/I/O; per-sentence tp/fp/fn."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
     items = []
@@ -76,15 +94,12 @@ def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
         gs, ps = entity_spans(g), entity_spans(p)
         items.append({"id": str(i), "tp": len(gs & ps), "fp": len(ps - gs), "fn": len(gs - ps)})
-    y_true, y_pred = [_typed(g) for g in gold], [_typed(p) for p in pred]
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="micro", scheme=IOB2, zero_division=0
-    )
+    precision, recall, f1 = entity_prf(gold, pred)
     token = classifier_metrics([t for s in gold for t in s], [t for s in pred for t in s], labels=TAGS)
     metrics = {
-        "entity_precision": float(precision),
-        "entity_recall": float(recall),
-        "entity_f1": float(f1),
+        "entity_precision": precision,
+        "entity_recall": recall,
+        "entity_f1": f1,
         "token_accuracy": token["accuracy"],
         "token_macro_f1": token["macro_f1"],
         "token_f1": {tag: token["per_class"][tag]["f1"] for tag in TAGS},

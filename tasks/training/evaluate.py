@@ -13,25 +13,41 @@ from tasks.vocab import CLASS_LABELS, GATE_METRIC
 BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.yaml"
 
 
-def score(model, task: str, split: Split, encoded=None) -> tuple[dict, list[dict], list]:
-    """(metrics, items, predictions) of `model` on `split`; items are in split order. `encoded` is the
-    split's texts already tokenised for this model (`tasks.training.predict.encode`), else done here."""
-    from tasks.metrics import classifier_metrics, ner_metrics
+def _predict(model, task: str, split: Split, encoded=None) -> tuple[list, list]:
+    """(what is scored: class ids or B/I/O tags after the abbreviation step, what `run` returned)."""
     from tasks.training.predict import encode, resolve_abbreviations, run
 
     preds = run(model, encoded if encoded is not None else encode(model, task, split.texts))
     if task == "classifier":
-        pred = [max(range(len(p)), key=p.__getitem__) for p in preds]
-        metrics = classifier_metrics(split.labels, pred)
+        return [max(range(len(p)), key=p.__getitem__) for p in preds], preds
+    tags = resolve_abbreviations(model, split.texts, preds, split.documents)
+    return tags, tags
+
+
+def score(model, task: str, split: Split, encoded=None) -> tuple[dict, list[dict], list]:
+    """(metrics, items, predictions) of `model` on `split`; items are in split order. `encoded` is the
+    split's texts already tokenised for this model (`tasks.training.predict.encode`), else done here."""
+    from tasks.metrics import classifier_metrics, ner_metrics
+
+    scored, preds = _predict(model, task, split, encoded)
+    if task == "classifier":
+        metrics = classifier_metrics(split.labels, scored)
         items = [
-            {"id": i, "gold": g, "pred": p} for i, g, p in zip(split.ids, split.labels, pred, strict=True)
+            {"id": i, "gold": g, "pred": p} for i, g, p in zip(split.ids, split.labels, scored, strict=True)
         ]
         return metrics, items, preds
-    preds = resolve_abbreviations(model, split.texts, preds, split.documents)
-    metrics, items = ner_metrics(split.labels, preds)
+    metrics, items = ner_metrics(split.labels, scored)
     for it, sid in zip(items, split.ids, strict=True):
         it["id"] = sid
     return metrics, items, preds
+
+
+def gate_score(model, task: str, split: Split, encoded=None) -> float:
+    """`GATE_METRIC[task]` of `model` on `split`, equal to `score(...)[0][GATE_METRIC[task]]`: the
+    per-epoch dev pass, which needs nothing else."""
+    from tasks.metrics import gate_value
+
+    return gate_value(task, split.labels, _predict(model, task, split, encoded)[0])
 
 
 def behaviour(model, task: str, path: Path = BEHAVIOUR) -> list[dict]:

@@ -164,15 +164,14 @@ class EpochMonitor(Callback):
         self.reporter.step(trainer.current_epoch + 1, trainer.global_step, self._losses[-1])
 
     def on_train_epoch_end(self, trainer, pl_module):
-        from tasks.training.evaluate import score
+        from tasks.training.evaluate import gate_score
 
         epoch = trainer.current_epoch + 1
         seconds, cpu = time.monotonic() - self._t_epoch, time.process_time() - self._cpu_epoch
         t0, cpu0 = time.monotonic(), time.process_time()
         with _training_precision(trainer, pl_module):
-            metrics, _, _ = score(pl_module, self.task, self.dev, self._encoded)
+            value = gate_score(pl_module, self.task, self.dev, self._encoded)
         dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
-        value = float(metrics[self.gate])
         # Ties go to the later epoch: the schedule's end is the default model, and an earlier epoch is
         # kept only when dev says it is strictly better (a coarse dev metric often ties across epochs).
         if value >= self.best_value:

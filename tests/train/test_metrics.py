@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks import stats
-from tasks.metrics import classifier_metrics, entity_spans, ner_metrics
+from tasks.metrics import classifier_metrics, entity_spans, gate_value, ner_metrics
 
 
 def micro_f1(items: list[dict]) -> float:
@@ -59,6 +59,22 @@ def test_seqeval_aggregate_equals_per_sentence_counts_on_random_tags() -> None:
     pred = [[rng.choice("BIOOO") for _ in range(12)] for _ in range(50)]
     metrics, items = ner_metrics(gold, pred)
     assert micro_f1(items) == pytest.approx(metrics["entity_f1"])
+
+
+def test_the_gate_value_alone_equals_the_full_metrics_gate() -> None:
+    import random
+
+    rng = random.Random(5)
+    gold = [[rng.choice("BIOOO") for _ in range(rng.randint(0, 15))] for _ in range(60)]
+    pred = [[rng.choice("BIOOO") for _ in g] for g in gold]
+    assert gate_value("ner", gold, pred) == ner_metrics(gold, pred)[0]["entity_f1"]
+    hand = gate_value("ner", [["B", "B", "I"], ["B", "I"]], [["B", "B", "I"], ["I", "I"]])
+    assert hand == pytest.approx(0.8)  # 2 of 3 gold found, no false positive (I after O is no entity)
+    labels = [rng.choice((0, 1, 2)) for _ in range(40)]
+    guesses = [rng.choice((0, 1, 2)) for _ in range(40)]
+    assert gate_value("classifier", labels, guesses) == classifier_metrics(labels, guesses)["macro_f1"]
+    with pytest.raises(ValueError, match="2 gold sentences but 1 predicted"):
+        gate_value("ner", [["O"], ["O"]], [["O"]])
 
 
 def test_classifier_metrics_hand_computed() -> None:
