@@ -137,6 +137,7 @@ def nemo_child(spec: dict) -> dict:
         # NeMo's example configs leave AdamW at torch's default (a loop per tensor on CPU); Lightning's own
         # bf16-mixed plugin also refuses a fused optimizer with gradient clipping (train.BF16MixedClipping).
         cfg.model.optim.pop("fused", None)
+        cfg.exp_manager.pop("log_step_timing", None)  # NeMo's default: logged every step
 
     class Count(Callback):  # a probe only: items per training batch
         samples = 0
