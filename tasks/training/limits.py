@@ -7,9 +7,9 @@ written. The ranges are pydantic types, checked on the flattened config.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import PositiveFloat, PositiveInt, TypeAdapter, ValidationError
+from pydantic import Field, PositiveFloat, PositiveInt, TypeAdapter, ValidationError
 
 from tasks.errors import UsageError
 from tasks.training.decoding import DECODERS
@@ -21,6 +21,11 @@ RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
     (".batch_size", TypeAdapter(PositiveInt), "items per step"),
     (".max_seq_length", TypeAdapter(PositiveInt), "tokens per item"),
     ("model.decoding", TypeAdapter(Literal[DECODERS]), "how NER tags are decoded"),
+    (
+        "exp_manager.ema.decay",
+        TypeAdapter(Annotated[float, Field(ge=0, lt=1)]),
+        "the share of the weight average kept per step; 1 would never update it",
+    ),
 )
 
 

@@ -15,6 +15,8 @@ once, scored in length-sorted batches like test and `predict`, in the training p
 autocast under `bf16-mixed`); NeMo's own validation loop does not run. Test is scored in fp32, as
 `evaluate` scores a champion. The weights of the best dev epoch (ties: the later) are the ones saved,
 scored on test (once, at the end) and logged, so a longer schedule cannot make the model worse.
+With NeMo's `exp_manager.ema.enable` (off in every profile: RESULTS.md) all of that is the moving average of
+the weights, not the raw weights.
 
 Outputs in OUT: `model.nemo` (self-contained: restores without the encoder's directory),
 `metrics.json` (test split, docs/architecture.md), `predictions_test.*`, `config.yaml` (resolved),
@@ -33,6 +35,7 @@ Load it again with `tasks.training.predict.load(PATH_OR_URI)`, or through MLflow
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -123,6 +126,7 @@ class EpochMonitor(Callback):
         self.best_value = float("-inf")
         self._best_state: dict[str, Any] | None = None  # None: the best epoch is the model's current state
         self._snapshot_on_start = False
+        self._averaged = False  # dev was scored on NeMo's EMA weights (exp_manager.ema.enable)
         self.samples = 0  # training items seen by this process (a resumed run counts its own)
         self.restored = 0  # epochs restored from a checkpoint
         self._encoded = None
@@ -169,14 +173,17 @@ class EpochMonitor(Callback):
         epoch = trainer.current_epoch + 1
         seconds, cpu = time.monotonic() - self._t_epoch, time.process_time() - self._cpu_epoch
         t0, cpu0 = time.monotonic(), time.process_time()
-        with _training_precision(trainer, pl_module):
-            value = gate_score(pl_module, self.task, self.dev, self._encoded)
+        with _ema_weights(trainer) as averaged:  # exp_manager.ema: dev scores (and keeps) the average
+            with _training_precision(trainer, pl_module):
+                value = gate_score(pl_module, self.task, self.dev, self._encoded)
+            # Ties go to the later epoch: the schedule's end is the default model, and an earlier epoch is
+            # kept only when dev says it is strictly better (a coarse dev metric often ties across epochs).
+            if value >= self.best_value:
+                self.best_epoch, self.best_value = epoch, value
+                own = epoch == trainer.max_epochs and not averaged  # the weights the model keeps after fit
+                self._best_state = None if own else _copy_state(pl_module)
+        self._averaged = averaged
         dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
-        # Ties go to the later epoch: the schedule's end is the default model, and an earlier epoch is
-        # kept only when dev says it is strictly better (a coarse dev metric often ties across epochs).
-        if value >= self.best_value:
-            self.best_epoch, self.best_value = epoch, value
-            self._best_state = None if epoch == trainer.max_epochs else _copy_state(pl_module)
         row = {
             "epoch": epoch,
             "train_loss": sum(self._losses) / max(len(self._losses), 1),
@@ -203,8 +210,9 @@ class EpochMonitor(Callback):
             "history": self.history,
             "best_epoch": self.best_epoch,
             "best_value": self.best_value,
-            # the best epoch's weights, unless they are the checkpoint's own (then they cost nothing)
-            "best_state": None if self.best_epoch == last else self._best_state,
+            # the best epoch's weights, unless they are the checkpoint's own (then they cost nothing);
+            # under EMA the checkpoint's model holds the raw weights, so the average is always kept
+            "best_state": None if self.best_epoch == last and not self._averaged else self._best_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -238,11 +246,23 @@ class EpochMonitor(Callback):
         }
 
 
+@contextlib.contextmanager
+def _ema_weights(trainer):
+    """Inside, the model holds NeMo's exponential moving average of its weights when `exp_manager.ema.enable`
+    is on (NeMo's EMA callback keeps it in the EMAOptimizer it wraps around the optimizer; it swaps it in
+    only for NeMo's validation and test loops, which `train` does not run); yields whether it did."""
+    from nemo.collections.common.callbacks.ema import EMAOptimizer
+
+    wrapped = [o for o in trainer.optimizers if isinstance(o, EMAOptimizer)]
+    with contextlib.ExitStack() as stack:
+        for optimizer in wrapped:
+            stack.enter_context(optimizer.swap_ema_weights())
+        yield bool(wrapped)
+
+
 def _training_precision(trainer, module):
     """Dev is scored in the precision the model trains in (bf16 autocast under `bf16-mixed`: on this
     CPU it makes the dev pass several times cheaper); test, `evaluate` and `predict` score in fp32."""
-    import contextlib
-
     import torch
 
     precision = str(trainer.precision)
