@@ -176,6 +176,7 @@ class EpochMonitor(Callback):
         with _ema_weights(trainer) as averaged:  # exp_manager.ema: dev scores (and keeps) the average
             with _training_precision(trainer, pl_module):
                 value = gate_score(pl_module, self.task, self.dev, self._encoded)
+            dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0  # not the copy below
             # Ties go to the later epoch: the schedule's end is the default model, and an earlier epoch is
             # kept only when dev says it is strictly better (a coarse dev metric often ties across epochs).
             if value >= self.best_value:
@@ -183,7 +184,6 @@ class EpochMonitor(Callback):
                 own = epoch == trainer.max_epochs and not averaged  # the weights the model keeps after fit
                 self._best_state = None if own else _copy_state(pl_module)
         self._averaged = averaged
-        dev_seconds, dev_cpu = time.monotonic() - t0, time.process_time() - cpu0
         row = {
             "epoch": epoch,
             "train_loss": sum(self._losses) / max(len(self._losses), 1),
