@@ -49,35 +49,26 @@ class Snapshot(Callback):
         self.at_end[trainer.current_epoch + 1] = self._take(trainer, pl_module)
 
 
-def saved_parameters(out: Path) -> dict[str, torch.Tensor]:
-    from tasks.training.artifact import restore_nemo
-
-    return {n: p.detach() for n, p in restore_nemo(out / "model.nemo", "ner").named_parameters()}
-
-
-@pytest.fixture(autouse=True)
-def _offline_mlflow(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-
-
 def test_the_saved_model_is_the_average_that_dev_scored(data_slice: Path, tmp_path: Path) -> None:
     snap, out = Snapshot(), tmp_path / "out"
     overrides = ["trainer.max_epochs=1", *EMA]  # one epoch: the best epoch is the last
     result = train("ner", data_slice, out, "tiny", overrides, use_mlflow=False, callbacks=(snap,))
     ema, raw = snap.at_end[1]
-    saved = saved_parameters(out)
+    from tasks.training.artifact import restore_nemo
+
+    model = restore_nemo(out / "model.nemo", "ner")  # as `evaluate` restores a model
+    saved = {n: p.detach() for n, p in model.named_parameters()}
     assert saved.keys() == ema.keys()
     assert all(torch.equal(saved[n], ema[n]) for n in ema)
     assert any(not torch.equal(saved[n], raw[n]) for n in raw), "the average must differ from the raw weights"
     # dev_history's figure is the saved model's dev score (the average's), as `evaluate` would give it
     from tasks.training.data import read_all
     from tasks.training.evaluate import gate_score
-    from tasks.training.predict import load
 
     dev = read_all("ner", data_slice)["dev"]
     hist = json.loads((out / "dev_history.json").read_text())
     assert hist["best_epoch"] == result["best_epoch"] == 1
-    assert gate_score(load(str(out / "model.nemo"), "ner"), "ner", dev) == pytest.approx(
+    assert gate_score(model, "ner", dev) == pytest.approx(
         hist["history"][0]["val_entity_f1"], abs=1e-12
     )
 
