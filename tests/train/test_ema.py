@@ -68,9 +68,7 @@ def test_the_saved_model_is_the_average_that_dev_scored(data_slice: Path, tmp_pa
     dev = read_all("ner", data_slice)["dev"]
     hist = json.loads((out / "dev_history.json").read_text())
     assert hist["best_epoch"] == result["best_epoch"] == 1
-    assert gate_score(model, "ner", dev) == pytest.approx(
-        hist["history"][0]["val_entity_f1"], abs=1e-12
-    )
+    assert gate_score(model, "ner", dev) == pytest.approx(hist["history"][0]["val_entity_f1"], abs=1e-12)
 
 
 def test_a_resumed_run_continues_the_saved_average(data_slice: Path, tmp_path: Path) -> None:
