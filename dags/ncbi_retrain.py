@@ -219,7 +219,8 @@ def ncbi_retrain() -> None:
         from tasks.vocab import DataRef
 
         outcomes = {model: ModelOutcome.from_xcom(r) for model, r in results.items()}
-        return summarize(_run_id(), DataRef.model_validate(data), outcomes).dump()
+        started = get_current_context()["dag_run"].start_date
+        return summarize(_run_id(), DataRef.model_validate(data), outcomes, started).dump()
 
     data = pull_data()
     validated = validate_data(data)

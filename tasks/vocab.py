@@ -591,6 +591,7 @@ class RunSummary(Record):
     """`summarize`: the run's outcome per model (also written to `<run dir>/summary.json`)."""
 
     dag_run_id: str
+    started_at: str | None = None  # the DAG run's start (Airflow's dag_run.start_date)
     finished_at: str
     data_version: str | None = None
     models: dict[str, ModelSummary]

@@ -259,8 +259,11 @@ def test_the_summary_and_the_demo_table_say_what_the_approver_did(store, tmp_pat
     line = model_summary(outcome)
     assert not line.promoted and line.approval.outcome == ApprovalOutcome.rejected
     assert line.reason == "v2 passed the gate, not promoted: rejected by bob: wait for the new annotations"
-    summary = summarize(RUN, DataRef(data_dir="data", data_version="d1"), {"classifier": outcome})
+    started = datetime.now(UTC) - timedelta(seconds=125)
+    summary = summarize(RUN, DataRef(data_dir="data", data_version="d1"), {"classifier": outcome}, started)
     table = result_table(Path(summary.path))
+    took = int(table.splitlines()[-1].removeprefix("The DAG run took ").split()[0])
+    assert 124 <= took <= 126  # its start and the summary's time, to the second
     assert "approval" in table.splitlines()[0] and "rejected by bob" in table.splitlines()[2]
     assert "rejected by bob: wait for the new annotations" in table
     saved = json.loads(Path(summary.path).read_text())

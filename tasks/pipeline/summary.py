@@ -92,11 +92,18 @@ def model_summary(o: ModelOutcome) -> ModelSummary:
     )
 
 
-def summarize(dag_run_id: str, data: DataRef | None, outcomes: Mapping[str, ModelOutcome]) -> RunSummary:
-    """The run's outcome per model; written to `<run dir>/summary.json`."""
+def summarize(
+    dag_run_id: str,
+    data: DataRef | None,
+    outcomes: Mapping[str, ModelOutcome],
+    started_at: datetime | None = None,
+) -> RunSummary:
+    """The run's outcome per model; written to `<run dir>/summary.json`. `started_at`: the DAG run's start,
+    so the summary (and the demo's table) says how long the run took by Airflow's own clock."""
     path = run_dir(dag_run_id) / "summary.json"
     summary = RunSummary(
         dag_run_id=dag_run_id,
+        started_at=started_at.astimezone(UTC).isoformat(timespec="seconds") if started_at else None,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         data_version=data.data_version if data else None,
         models={model: model_summary(o) for model, o in outcomes.items()},
@@ -142,4 +149,7 @@ def result_table(summary_path: Path) -> str:
         reason = m.reason or ""
         named = reason.startswith((model, Model(model).registered_name))
         lines.append(reason if named else f"{model}: {reason}")
+    if summary.started_at:
+        took = datetime.fromisoformat(summary.finished_at) - datetime.fromisoformat(summary.started_at)
+        lines.append(f"The DAG run took {took.total_seconds():.0f} s (from its start to this summary).")
     return "\n".join(lines)

@@ -195,6 +195,9 @@ def test_success_trains_registers_and_promotes_both(repo, dagbag, settings_env):
     settings_env()
     dr, states, summary = run_dag(dagbag, TINY)
     assert str(dr.state) == "success", states
+    # the run's own start by Airflow's clock, so the demo can say how long the DAG took
+    assert summary["started_at"] == dr.start_date.isoformat(timespec="seconds")
+    assert summary["started_at"] <= summary["finished_at"]
     for model in ("classifier", "ner"):
         assert states[f"{model}.train"] == "success" and states[f"{model}.promote"] == "success"
         assert states[f"{model}.approval_request"] == "success" and states[f"{model}.approval"] == "skipped"
