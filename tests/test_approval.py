@@ -259,15 +259,22 @@ def test_the_summary_and_the_demo_table_say_what_the_approver_did(store, tmp_pat
     line = model_summary(outcome)
     assert not line.promoted and line.approval.outcome == ApprovalOutcome.rejected
     assert line.reason == "v2 passed the gate, not promoted: rejected by bob: wait for the new annotations"
-    started = datetime.now(UTC) - timedelta(seconds=125)
-    summary = summarize(RUN, DataRef(data_dir="data", data_version="d1"), {"classifier": outcome}, started)
+    summary = summarize(RUN, DataRef(data_dir="data", data_version="d1"), {"classifier": outcome})
     table = result_table(Path(summary.path))
-    took = int(table.splitlines()[-1].removeprefix("The DAG run took ").split()[0])
-    assert 124 <= took <= 126  # its start and the summary's time, to the second
     assert "approval" in table.splitlines()[0] and "rejected by bob" in table.splitlines()[2]
     assert "rejected by bob: wait for the new annotations" in table
     saved = json.loads(Path(summary.path).read_text())
     assert saved["models"]["classifier"]["approval"]["by"] == "bob"
+    assert "The DAG run took" not in table  # no start given (a summary written before it was recorded)
+
+
+def test_the_demo_table_says_how_long_the_dag_run_took(store, tmp_path):
+    started = datetime.now(UTC) - timedelta(seconds=125)
+    summary = summarize(RUN, DataRef(data_dir="data", data_version="d1"), {}, started)
+    assert json.loads(Path(summary.path).read_text())["started_at"] == summary.started_at
+    last = result_table(Path(summary.path)).splitlines()[-1]
+    assert last.startswith("The DAG run took ") and last.endswith(" s (from its start to this summary).")
+    assert 124 <= int(last.split()[4]) <= 126  # the run's start and the summary's time, to the second
 
 
 # ------------------------------------------------------------------------- the approve command
