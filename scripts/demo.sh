@@ -3,9 +3,9 @@
 #   import the NCBI release (NCBI_SHARED_DATA, default ../shared/data) into data/, publish it to the
 #   default DVC remote, run the ncbi_retrain DAG once with `airflow dags test` on SQLite
 #   (AIRFLOW_HOME=airflow-home/, gitignored), register and promote into the local MLflow store
-#   (mlruns/), and print the result table (ending with the DAG run's duration by Airflow's clock) and how to
-#   open the UIs. While the DAG runs, a live table
-#   shows each model's training (stage, epoch, step/total, ETA, last dev score) and its gate.
+#   (mlruns/), and print the result table (ending with the DAG run's duration by Airflow's clock) and
+#   how to open the UIs. While the DAG runs, a live table shows each model's training (stage, epoch,
+#   step/total, ETA, last dev score) and its gate.
 # Running it again with nothing changed skips training and says why (data, code and config equal
 # the champion's). Extra DAG params: DEMO_CONF='{"force": true}' make demo.
 set -euo pipefail
