@@ -387,7 +387,7 @@ def build_model(
     from nemo.utils.exp_manager import exp_manager
 
     from tasks.training.artifact import _model_class
-    from tasks.training.batching import use_length_buckets
+    from tasks.training.batching import POOL, use_length_buckets
 
     cfg = OmegaConf.create(cfg_dict)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -406,7 +406,8 @@ def build_model(
         model_cfg.test_ds = None
     model = _model_class(task)(cfg=model_cfg, trainer=trainer)
     if cfg.model.train_ds.get("length_buckets", False):
-        use_length_buckets(model, task, seed=int(cfg.seed))
+        pool = int(cfg.model.train_ds.get("bucket_pool", POOL))
+        use_length_buckets(model, task, seed=int(cfg.seed), pool=pool)
     return trainer, model, cfg
 
 

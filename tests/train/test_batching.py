@@ -134,3 +134,22 @@ def test_nemo_batches_are_padded_to_their_longest_item(nemo_ner_dataset) -> None
         padded += input_ids.numel()
     assert sorted(seen) == list(range(len(ds)))
     assert padded / tokens < 1.15  # NeMo's own batches: 108 / mean length, about 3
+
+
+def test_the_configured_pool_reaches_the_sampler_lightning_iterates(data_slice: Path, tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from tasks.training.train import train
+
+    class Seen(pl.Callback):
+        sampler = None
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            Seen.sampler = trainer.train_dataloader.batch_sampler
+
+    overrides = ["trainer.max_epochs=1", "model.train_ds.length_buckets=true", "model.train_ds.bucket_pool=2"]
+    train(
+        "classifier", data_slice, tmp_path / "out", "tiny", overrides, use_mlflow=False, callbacks=(Seen(),)
+    )
+    assert isinstance(Seen.sampler, LengthBucketBatchSampler)
+    assert Seen.sampler.pool == 2 and Seen.sampler.batch_size == 16  # the tiny profile's classifier batch
