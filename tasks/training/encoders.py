@@ -87,3 +87,24 @@ def resolve_encoder(name: str, scratch: Path, texts: Iterable[str] = (), seed: i
             raise UsageError(f"encoder directory {path} has no config.json")
         return str(path.resolve())
     return name  # a Hugging Face name: transformers finds it in its cache (offline) or downloads it
+
+
+ATTENTION = ("sdpa", "eager")  # transformers' attention implementations `model.attention` may name
+
+
+def use_attention(model, implementation: str) -> None:
+    """NeMo's encoder (`model.bert_model`) rebuilt with transformers' `implementation` of attention and the
+    same weights. By hand because NeMo builds the encoder with `from_pretrained(name)` and no
+    `attn_implementation`, which transformers 4.51 fixes per module at construction (sdpa by default)."""
+    import torch
+
+    if implementation not in ATTENTION:
+        raise UsageError(f"model.attention: {implementation!r} is not one of {', '.join(ATTENTION)}")
+    encoder = model.bert_model
+    if encoder.config._attn_implementation == implementation:
+        return
+    with torch.random.fork_rng(devices=[]):  # the twin's throwaway init leaves the seeded stream as it was
+        twin = type(encoder)._from_config(encoder.config, attn_implementation=implementation)
+    twin.load_state_dict(encoder.state_dict())
+    twin.train(encoder.training)
+    model.bert_model = twin

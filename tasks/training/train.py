@@ -388,6 +388,7 @@ def build_model(
 
     from tasks.training.artifact import _model_class
     from tasks.training.batching import POOL, use_length_buckets
+    from tasks.training.encoders import use_attention
 
     cfg = OmegaConf.create(cfg_dict)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -405,6 +406,7 @@ def build_model(
         model_cfg.validation_ds = None
         model_cfg.test_ds = None
     model = _model_class(task)(cfg=model_cfg, trainer=trainer)
+    use_attention(model, str(cfg.model.get("attention", "sdpa")))
     if cfg.model.train_ds.get("length_buckets", False):
         pool = int(cfg.model.train_ds.get("bucket_pool", POOL))
         use_length_buckets(model, task, seed=int(cfg.seed), pool=pool)
