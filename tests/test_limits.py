@@ -13,6 +13,8 @@ GOOD = {
     "model.optim.lr": 5e-5,
     "model.train_ds.batch_size": 16,
     "model.dataset.max_seq_length": 128,
+    "model.attention": "eager",
+    "model.train_ds.bucket_pool": 4,
 }
 
 
@@ -29,6 +31,8 @@ def test_sensible_values_pass() -> None:
         ("model.optim.lr", "fast"),
         ("model.train_ds.batch_size", 0),
         ("model.dataset.max_seq_length", -5),
+        ("model.attention", "flash"),
+        ("model.train_ds.bucket_pool", 0),
     ],
 )
 def test_out_of_range_values_name_the_key(key: str, value: object) -> None:

@@ -13,6 +13,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, TypeAdapter, ValidationE
 
 from tasks.errors import UsageError
 from tasks.training.decoding import DECODERS
+from tasks.training.encoders import ATTENTION
 
 # (key, or `.suffix` for every key ending so) -> the type its value must validate as, and why
 RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
@@ -21,6 +22,8 @@ RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
     (".batch_size", TypeAdapter(PositiveInt), "items per step"),
     (".max_seq_length", TypeAdapter(PositiveInt), "tokens per item"),
     ("model.decoding", TypeAdapter(Literal[DECODERS]), "how NER tags are decoded"),
+    ("model.attention", TypeAdapter(Literal[ATTENTION]), "transformers' attention in training"),
+    (".bucket_pool", TypeAdapter(PositiveInt), "batches per length-sorted pool"),
     (
         "exp_manager.ema.decay",
         TypeAdapter(Annotated[float, Field(ge=0, lt=1)]),
