@@ -387,7 +387,7 @@ def build_model(
     from nemo.utils.exp_manager import exp_manager
 
     from tasks.training.artifact import _model_class
-    from tasks.training.batching import POOL, use_length_buckets
+    from tasks.training.batching import use_length_buckets
     from tasks.training.encoders import use_attention
 
     cfg = OmegaConf.create(cfg_dict)
@@ -406,10 +406,9 @@ def build_model(
         model_cfg.validation_ds = None
         model_cfg.test_ds = None
     model = _model_class(task)(cfg=model_cfg, trainer=trainer)
-    use_attention(model, str(cfg.model.get("attention", "sdpa")))
+    use_attention(model, str(cfg.model.attention))
     if cfg.model.train_ds.get("length_buckets", False):
-        pool = int(cfg.model.train_ds.get("bucket_pool", POOL))
-        use_length_buckets(model, task, seed=int(cfg.seed), pool=pool)
+        use_length_buckets(model, task, seed=int(cfg.seed), pool=int(cfg.model.train_ds.bucket_pool))
     return trainer, model, cfg
 
 

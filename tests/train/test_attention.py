@@ -1,6 +1,7 @@
 """`model.attention` (tasks/training/encoders.py `use_attention`): NeMo's encoder rebuilt with transformers'
 eager or sdpa attention and the same weights; the seeded random stream is left as it was, so the choice
-changes the kernel and nothing else; `train` applies it to the model Lightning fits."""
+changes the kernel and nothing else; `train` applies it to the model Lightning fits. An unknown name is
+refused with the config (tests/train/test_config.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tasks.errors import UsageError  # noqa: E402
 from tasks.training.encoders import build_tiny_encoder, use_attention  # noqa: E402
 
 
@@ -54,11 +54,6 @@ def test_eager_twin_has_the_same_weights_outputs_and_random_stream(nemo_like) ->
 
     use_attention(nemo_like, "eager")  # already eager: kept as it is
     assert nemo_like.bert_model is eager
-
-
-def test_an_unknown_implementation_is_one_sentence(nemo_like) -> None:
-    with pytest.raises(UsageError, match=r"model.attention: 'flash' is not one of sdpa, eager"):
-        use_attention(nemo_like, "flash")
 
 
 def test_train_fits_the_encoder_with_the_configured_attention(data_slice: Path, tmp_path: Path) -> None:

@@ -142,14 +142,14 @@ def test_the_configured_pool_reaches_the_sampler_lightning_iterates(data_slice: 
     from tasks.training.train import train
 
     class Seen(pl.Callback):
-        sampler = None
+        def __init__(self) -> None:
+            self.sampler = None
 
         def on_train_start(self, trainer, pl_module) -> None:
-            Seen.sampler = trainer.train_dataloader.batch_sampler
+            self.sampler = trainer.train_dataloader.batch_sampler
 
+    seen = Seen()
     overrides = ["trainer.max_epochs=1", "model.train_ds.length_buckets=true", "model.train_ds.bucket_pool=2"]
-    train(
-        "classifier", data_slice, tmp_path / "out", "tiny", overrides, use_mlflow=False, callbacks=(Seen(),)
-    )
-    assert isinstance(Seen.sampler, LengthBucketBatchSampler)
-    assert Seen.sampler.pool == 2 and Seen.sampler.batch_size == 16  # the tiny profile's classifier batch
+    train("classifier", data_slice, tmp_path / "out", "tiny", overrides, use_mlflow=False, callbacks=(seen,))
+    assert isinstance(seen.sampler, LengthBucketBatchSampler)
+    assert seen.sampler.pool == 2 and seen.sampler.batch_size == 16  # the tiny profile's classifier batch

@@ -82,6 +82,7 @@ def test_tiny_profile_has_no_weight_decay() -> None:
         ("trainer.enable_checkpointing=maybe", "config key 'trainer.enable_checkpointing'"),
         ("model.optim.lr=null", "config key 'model.optim.lr'"),
         ("model.decoding=beam", "'model.decoding' is 'beam': input should be 'argmax' or 'viterbi'"),
+        ("model.attention=flash", "'model.attention' is 'flash': input should be 'sdpa' or 'eager'"),
         ("exp_manager.ema.decay=1", "'exp_manager.ema.decay' is 1.0: input should be less than 1"),
     ],
 )
