@@ -407,6 +407,8 @@ def build_model(
         model_cfg.test_ds = None
     model = _model_class(task)(cfg=model_cfg, trainer=trainer)
     use_attention(model, str(cfg.model.attention))
+    # Stated, not inherited: Lightning keeps the eval mode transformers' from_pretrained left the encoder in.
+    model.bert_model.train(bool(cfg.model.encoder_dropout))
     if cfg.model.train_ds.get("length_buckets", False):
         use_length_buckets(model, task, seed=int(cfg.seed), pool=int(cfg.model.train_ds.bucket_pool))
     return trainer, model, cfg
