@@ -15,6 +15,7 @@ GOOD = {
     "model.dataset.max_seq_length": 128,
     "model.attention": "eager",
     "model.train_ds.bucket_pool": 4,
+    "model.train_ds.length_groups": 4,
 }
 
 
@@ -33,6 +34,7 @@ def test_sensible_values_pass() -> None:
         ("model.dataset.max_seq_length", -5),
         ("model.attention", "flash"),
         ("model.train_ds.bucket_pool", 0),
+        ("model.train_ds.length_groups", 0),
     ],
 )
 def test_out_of_range_values_name_the_key(key: str, value: object) -> None:

@@ -106,3 +106,42 @@ def use_attention(model, implementation: str) -> None:
     twin.load_state_dict(encoder.state_dict())
     twin.train(encoder.training)
     model.bert_model = twin
+
+
+def use_length_groups(model, groups: int) -> None:
+    """When it computes gradients (training), NeMo's encoder (`model.bert_model`) runs each batch as
+    `groups` groups of items of similar length, each padded to its own longest item, and returns the hidden
+    states of the whole batch in its order (padded positions mean nothing, as in any padded batch). The
+    batch, the loss and the gradients are the same; the padding computed is not (a random batch of
+    abstracts is 25% padding). By hand because neither NeMo nor transformers 4.51 trains BERT on unpadded
+    batches (torch's nested-tensor fast path is inference-only). Scoring runs whole batches: they are
+    length-sorted already (predict.py)."""
+    import torch
+    import torch.nn.functional as F
+
+    if groups <= 1:
+        return
+    encoder = model.bert_model
+    whole = encoder.forward  # NeMo's typechecked forward, bound to this encoder
+
+    def forward(input_ids, attention_mask=None, token_type_ids=None):
+        lengths = None if attention_mask is None else attention_mask.sum(dim=1)
+        if not torch.is_grad_enabled() or lengths is None or int(lengths.min()) == input_ids.shape[1]:
+            return whole(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        # NeMo's collates pad at the end: item i is [:lengths[i]]
+        order = torch.argsort(lengths, stable=True)
+        width = input_ids.shape[1]
+        parts = []
+        for part in order.tensor_split(groups):
+            if part.numel() == 0:  # fewer items than groups
+                continue
+            n = int(lengths[part].max())
+            hidden = whole(
+                input_ids=input_ids[part, :n],
+                attention_mask=attention_mask[part, :n],
+                token_type_ids=None if token_type_ids is None else token_type_ids[part, :n],
+            )
+            parts.append(F.pad(hidden, (0, 0, 0, width - n)))
+        return torch.cat(parts)[torch.argsort(order)]
+
+    encoder.forward = forward

@@ -24,6 +24,7 @@ RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
     ("model.decoding", TypeAdapter(Literal[DECODERS]), "how NER tags are decoded"),
     ("model.attention", TypeAdapter(Literal[ATTENTION]), "transformers' attention in training"),
     (".bucket_pool", TypeAdapter(PositiveInt), "batches per length-sorted pool"),
+    (".length_groups", TypeAdapter(PositiveInt), "groups of similar length per training batch"),
     (
         "exp_manager.ema.decay",
         TypeAdapter(Annotated[float, Field(ge=0, lt=1)]),

@@ -83,6 +83,7 @@ def test_tiny_profile_has_no_weight_decay() -> None:
         ("model.optim.lr=null", "config key 'model.optim.lr'"),
         ("model.decoding=beam", "'model.decoding' is 'beam': input should be 'argmax' or 'viterbi'"),
         ("model.attention=flash", "'model.attention' is 'flash': input should be 'sdpa' or 'eager'"),
+        ("model.train_ds.length_groups=0", "'model.train_ds.length_groups' is 0: input should be greater"),
         ("exp_manager.ema.decay=1", "'exp_manager.ema.decay' is 1.0: input should be less than 1"),
     ],
 )
