@@ -97,6 +97,10 @@ def restore_nemo(path: Path, task: str | None = None):
             model = cls.restore_from(
                 str(path), override_config_path=override, map_location=torch.device("cpu")
             )
+    from tasks.training.encoders import use_attention
+
+    # As trained. Models saved before the key existed run as they always did: eager.
+    use_attention(model, cfg.get("attention") or "eager")
     model.eval()
     return model
 

@@ -1,7 +1,7 @@
 """`model.attention` (tasks/training/encoders.py `use_attention`): NeMo's encoder rebuilt with transformers'
 eager or sdpa attention and the same weights; the seeded random stream is left as it was, so the choice
-changes the kernel and nothing else; `train` applies it to the model Lightning fits. An unknown name is
-refused with the config (tests/train/test_config.py)."""
+changes the kernel and nothing else; `train` applies it to the model Lightning fits, and a restored model
+runs it too. An unknown name is refused with the config (tests/train/test_config.py)."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def test_eager_twin_has_the_same_weights_outputs_and_random_stream(nemo_like) ->
     assert nemo_like.bert_model is eager
 
 
-def test_train_fits_the_encoder_with_the_configured_attention(data_slice: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_train_and_restore_use_the_configured_attention(data_slice: Path, tmp_path: Path, attention) -> None:
     import lightning.pytorch as pl
 
+    from tasks.training.artifact import restore_nemo
     from tasks.training.train import train
 
     class Seen(pl.Callback):
@@ -69,7 +71,9 @@ def test_train_fits_the_encoder_with_the_configured_attention(data_slice: Path, 
             self.attention = _self_attention(pl_module.bert_model)
 
     seen = Seen()
-    overrides = ["trainer.max_epochs=1", "model.attention=eager"]
+    overrides = ["trainer.max_epochs=1", f"model.attention={attention}"]
     train("ner", data_slice, tmp_path / "out", "tiny", overrides, use_mlflow=False, callbacks=(seen,))
-    assert seen.attention == {"BertSelfAttention"}
-    assert (tmp_path / "out" / "model.nemo").is_file()
+    expected = {"eager": {"BertSelfAttention"}, "sdpa": {"BertSdpaSelfAttention"}}[attention]
+    assert seen.attention == expected
+    # `evaluate`, `predict` and the pyfunc run the attention the model was trained with
+    assert _self_attention(restore_nemo(tmp_path / "out" / "model.nemo", "ner").bert_model) == expected
