@@ -14,6 +14,7 @@ GOOD = {
     "model.train_ds.batch_size": 16,
     "model.dataset.max_seq_length": 128,
     "model.attention": "eager",
+    "model.cls_only_last_layer": "scoring",
     "model.train_ds.bucket_pool": 4,
     "model.train_ds.length_groups": 4,
 }
@@ -33,6 +34,7 @@ def test_sensible_values_pass() -> None:
         ("model.train_ds.batch_size", 0),
         ("model.dataset.max_seq_length", -5),
         ("model.attention", "flash"),
+        ("model.cls_only_last_layer", "training"),
         ("model.train_ds.bucket_pool", 0),
         ("model.train_ds.length_groups", 0),
     ],

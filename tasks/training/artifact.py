@@ -97,10 +97,12 @@ def restore_nemo(path: Path, task: str | None = None):
             model = cls.restore_from(
                 str(path), override_config_path=override, map_location=torch.device("cpu")
             )
-    from tasks.training.encoders import use_attention
+    from tasks.training.encoders import use_attention, use_cls_only_last_layer
 
-    # As trained. Models saved before the key existed run as they always did: eager.
+    # As trained. Models saved before these keys existed run as they always did: eager, the whole layer.
     use_attention(model, cfg.get("attention") or "eager")
+    if found == "classifier":
+        use_cls_only_last_layer(model, cfg.get("cls_only_last_layer") or "never")
     model.eval()
     return model
 

@@ -108,6 +108,37 @@ def use_attention(model, implementation: str) -> None:
     model.bert_model = twin
 
 
+CLS_ONLY = ("never", "scoring", "always")  # when the classifier's last layer computes [CLS] alone
+
+
+def use_cls_only_last_layer(model, when: str) -> None:
+    """NeMo's encoder (`model.bert_model`) computes its last layer for [CLS] alone, `when` says when:
+    `scoring` (no gradients: the dev and test passes, `evaluate`, `predict`), `always` (training too) or
+    `never`. The [CLS] query attends to every token's keys and values (the layer's own attention called on
+    transformers' cross-attention path, with the same weights), then the feed-forward block runs on that one
+    position. NeMo's sequence classifier reads only [CLS] (`hidden_states[:, 0]`), so its logits, loss and
+    gradients are those of the whole layer; the other positions keep the layer below's states, which
+    nothing reads. Saves most of one layer of six (MiniLM). By hand because neither NeMo nor transformers
+    4.51 offers it (HF's `BertModel` computes every position)."""
+    import torch
+
+    encoder = model.bert_model
+    if when == "never" or encoder.config.position_embedding_type != "absolute":  # relative: every row
+        return
+    layer = encoder.encoder.layer[-1]
+    whole = layer.forward
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        if when == "scoring" and torch.is_grad_enabled():
+            return whole(hidden_states, attention_mask, *args, **kwargs)
+        # 4-D masks: [batch, 1, 1, keys] (eager) or [batch, 1, queries, keys] (sdpa; None without padding)
+        mask = None if attention_mask is None else attention_mask[:, :, :1, :]
+        attended = layer.attention(hidden_states[:, :1], None, None, hidden_states, mask)[0]
+        return (torch.cat([layer.feed_forward_chunk(attended), hidden_states[:, 1:]], dim=1),)
+
+    layer.forward = forward
+
+
 def use_length_groups(model, groups: int) -> None:
     """When it computes gradients (training), NeMo's encoder (`model.bert_model`) runs each batch as
     `groups` groups of items of similar length, each padded to its own longest item, and returns the hidden

@@ -13,7 +13,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, TypeAdapter, ValidationE
 
 from tasks.errors import UsageError
 from tasks.training.decoding import DECODERS
-from tasks.training.encoders import ATTENTION
+from tasks.training.encoders import ATTENTION, CLS_ONLY
 
 # (key, or `.suffix` for every key ending so) -> the type its value must validate as, and why
 RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
@@ -23,6 +23,7 @@ RULES: tuple[tuple[str, TypeAdapter, str], ...] = (
     (".max_seq_length", TypeAdapter(PositiveInt), "tokens per item"),
     ("model.decoding", TypeAdapter(Literal[DECODERS]), "how NER tags are decoded"),
     ("model.attention", TypeAdapter(Literal[ATTENTION]), "transformers' attention in training"),
+    ("model.cls_only_last_layer", TypeAdapter(Literal[CLS_ONLY]), "when the last layer computes [CLS] alone"),
     (".bucket_pool", TypeAdapter(PositiveInt), "batches per length-sorted pool"),
     (".length_groups", TypeAdapter(PositiveInt), "groups of similar length per training batch"),
     (

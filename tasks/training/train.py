@@ -388,7 +388,7 @@ def build_model(
 
     from tasks.training.artifact import _model_class
     from tasks.training.batching import use_length_buckets
-    from tasks.training.encoders import use_attention, use_length_groups
+    from tasks.training.encoders import use_attention, use_cls_only_last_layer, use_length_groups
 
     cfg = OmegaConf.create(cfg_dict)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -409,6 +409,8 @@ def build_model(
     use_attention(model, str(cfg.model.attention))
     # Stated, not inherited: Lightning keeps the eval mode transformers' from_pretrained left the encoder in.
     model.bert_model.train(bool(cfg.model.encoder_dropout))
+    if task == Model.classifier:
+        use_cls_only_last_layer(model, str(cfg.model.cls_only_last_layer))
     use_length_groups(model, int(cfg.model.train_ds.length_groups))  # after: wraps the encoder in place
     if cfg.model.train_ds.get("length_buckets", False):
         use_length_buckets(model, task, seed=int(cfg.seed), pool=int(cfg.model.train_ds.bucket_pool))

@@ -93,6 +93,13 @@ def test_bad_override_is_one_clear_sentence(override: str, words: str) -> None:
     assert "\n" not in str(exc.value)
 
 
+def test_a_classifier_key_is_checked_with_the_classifier() -> None:
+    # YAML's true reaches the string-typed key as 'True', which is none of its values
+    words = "'model.cls_only_last_layer' is 'True': input should be 'never', 'scoring' or 'always'"
+    with pytest.raises(UsageError, match=words):
+        compose("classifier", "cpu", ["model.cls_only_last_layer=true"])
+
+
 def test_lightning_arguments_of_several_types_accept_each() -> None:
     cfg = compose("ner", "cpu", ["trainer.devices=[0,1]", "trainer.val_check_interval=50"])
     assert list(cfg.trainer.devices) == [0, 1] and cfg.trainer.val_check_interval == 50
