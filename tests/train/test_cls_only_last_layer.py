@@ -7,36 +7,25 @@ scores as its config says. A bad value is refused with the config (tests/train/t
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from tasks.training.encoders import build_tiny_encoder, use_attention, use_cls_only_last_layer  # noqa: E402
+from train_helpers import padded_batch, tiny_nemo_like  # noqa: E402
+
+from tasks.training.encoders import use_attention, use_cls_only_last_layer  # noqa: E402
 
 
 def _encoder(tmp_path: Path, attention: str):
-    """NeMo's BERT encoder class on a tiny random BERT, without dropout, with `attention`."""
-    from nemo.collections.nlp.modules.common.huggingface.bert import BertEncoder
-
-    path = build_tiny_encoder(tmp_path / "enc", ["an abstract about breast cancer", "ataxia telangiectasia"])
-    torch.manual_seed(0)
-    model = SimpleNamespace(
-        bert_model=BertEncoder.from_pretrained(
-            path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-        )
-    )
+    model = tiny_nemo_like(tmp_path)
     use_attention(model, attention)
     return model
 
 
-def _batch(vocab: int, lengths: list[int]):
-    ids = torch.randint(5, vocab, (len(lengths), max(lengths)), generator=torch.Generator().manual_seed(1))
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = 1
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+def _batch(vocab: int, lengths: list[int]) -> dict:
+    ids, mask, types = padded_batch(vocab, lengths)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])

@@ -7,35 +7,24 @@ config (tests/train/test_config.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from tasks.training.encoders import build_tiny_encoder, use_length_groups  # noqa: E402
+from train_helpers import padded_batch, tiny_nemo_like  # noqa: E402
+
+from tasks.training.encoders import use_length_groups  # noqa: E402
 
 
 @pytest.fixture()
 def nemo_like(tmp_path: Path):
-    """A model holding NeMo's BERT encoder class (`bert_model`), without dropout so that two training-mode
-    forwards can be compared."""
-    from nemo.collections.nlp.modules.common.huggingface.bert import BertEncoder
-
-    path = build_tiny_encoder(tmp_path / "enc", ["an abstract about breast cancer", "ataxia telangiectasia"])
-    torch.manual_seed(0)
-    encoder = BertEncoder.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return SimpleNamespace(bert_model=encoder)
+    return tiny_nemo_like(tmp_path)
 
 
 def _batch(vocab: int):
-    """Five items of 3 to 12 tokens, padded at the end to the longest, as NeMo's collates pad."""
-    lengths = [12, 3, 7, 12, 5]
-    ids = torch.randint(5, vocab, (len(lengths), 12), generator=torch.Generator().manual_seed(1))
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = 1
-    return ids * mask, mask, torch.zeros_like(ids)
+    """Five items of 3 to 12 tokens."""
+    return padded_batch(vocab, [12, 3, 7, 12, 5])
 
 
 def _loss(hidden, mask):
